@@ -1,0 +1,38 @@
+# Two commands from a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-slow bench templates samples clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("onboard needs Python 3.11 or newer") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf demo-output
+	$(BIN)/onboard run sample_data/customers.xlsx --env local --state demo-output/emulator.sqlite --out demo-output; \
+	  status=$$?; echo; echo "Results are in demo-output/:"; ls -1 demo-output | sed 's/^/  /'; exit $$status
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
+
+templates: $(STAMP)
+	$(BIN)/onboard template templates/customers-template.xlsx
+	$(BIN)/onboard template templates/customers-template.csv
+
+samples: $(STAMP)
+	$(BIN)/python sample_data/make_samples.py
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache *.egg-info

@@ -1,0 +1,104 @@
+"""`onboard emulator` as a real process on a real socket."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+API = "/energy-coordination/v1"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def serve(tmp_path):
+    procs = []
+
+    def start(*flags: str):
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "onboard", "emulator", "--port", str(port), "--state",
+             str(tmp_path / "served.sqlite"), *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        procs.append(proc)
+        banner = proc.stdout.readline()
+        assert "emulator at" in banner, proc.stderr.read()
+        return proc, f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def _signed_in(base: str):
+    with httpx.Client(base_url=base) as client:
+        token = client.post("/connect/token", data={"grant_type": "client_credentials", "client_id": "a",
+                                                    "client_secret": "b"}).json()["access_token"]
+        client.headers["Authorization"] = f"Bearer {token}"
+        yield client
+
+
+def test_serves_the_api_and_stops_on_ctrl_c(serve):
+    proc, base = serve()
+    with _signed_in(base) as api:
+        assert api.post(f"{API}/users", json={"userId": "u1"}).status_code == 201
+        assert api.get(f"{API}/users/u1").json() == {"userId": "u1"}
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 0
+    assert "stopped" in proc.stdout.read()
+
+
+def test_a_lost_answer_over_a_real_socket_leaves_the_write(serve):
+    proc, base = serve("--lost-rate", "1")
+    with _signed_in(base) as api:
+        with pytest.raises(httpx.RemoteProtocolError):
+            api.post(f"{API}/users", json={"userId": "u1"})
+        assert api.get(f"{API}/users/u1").status_code == 200
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=10)
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_configured_client_only(serve):
+    _, base = serve("--client-id", "partner", "--client-secret", "s3cret")
+    with httpx.Client(base_url=base) as c:
+        assert c.post("/connect/token", data={"grant_type": "client_credentials", "client_id": "partner",
+                                              "client_secret": "nope"}).status_code == 400
+        assert c.post("/connect/token", data={"grant_type": "client_credentials", "client_id": "partner",
+                                              "client_secret": "s3cret"}).status_code == 200
+
+
+def test_reset_wipes_the_state(serve, tmp_path):
+    proc, base = serve()
+    with _signed_in(base) as api:
+        api.post(f"{API}/users", json={"userId": "u1"})
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=10)
+    state = tmp_path / "served.sqlite"
+    assert state.exists()
+    done = subprocess.run([sys.executable, "-m", "onboard", "emulator", "--reset", "--state", str(state)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "wiped" in done.stdout and not state.exists()
+
+
+def test_bad_knob_is_a_clear_message_not_a_traceback():
+    done = subprocess.run([sys.executable, "-m", "onboard", "emulator", "--fail-rate", "2"],
+                          capture_output=True, text=True, env={**os.environ})
+    assert done.returncode == 2
+    assert "--fail-rate" in done.stderr and "Traceback" not in done.stderr
