@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
+import time
+import tomllib
 from collections.abc import Sequence
+from pathlib import Path
 
+import yaml
 from pydantic import ValidationError
 
-from onboard import __version__, contract
-from onboard.errors import ConfigError, OnboardError
+from onboard import __version__, api, contract, plan as planning, records, report, sheet as sheets
 from onboard.emulator.faults import EmulatorSettings
+from onboard.errors import ConfigError, InputError, OnboardError, UsageError
+from onboard.pipeline import BatchSize, Ledger, Run, stop_everything
+from onboard.settings import ENVIRONMENTS, Target, Tuning, target
+
+SHOWN_PROBLEMS = 10
 
 
 def _knob_flags(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +83,170 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+# reading and planning, shared by validate and run
+
+
+def _mapping(args: argparse.Namespace) -> dict[str, str]:
+    """--mapping FILE (TOML or YAML) then every --map "Header=field", each header to a known field."""
+    mapping: dict[str, str] = {}
+    if args.mapping:
+        path = Path(args.mapping)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+            loaded = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
+        except OSError as exc:
+            raise ConfigError(f"--mapping {path}: {exc.strerror}") from None
+        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"--mapping {path} is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: "
+                              f"{exc}") from None
+        if isinstance(loaded, dict) and isinstance(loaded.get("columns"), dict):
+            loaded = loaded["columns"]
+        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+            raise ConfigError(f"--mapping {path} must map each source header to a field name, "
+                              'e.g. "Kundenummer" = "customer_id"')
+        mapping.update({str(k): v for k, v in loaded.items()})
+    for item in args.map or []:
+        header, equals, field_name = item.rpartition("=")
+        if not equals or not header.strip():
+            raise UsageError(f'--map {item!r}: write it as "Source Header=field"')
+        mapping[header.strip()] = field_name.strip()
+    for header, field_name in mapping.items():
+        if field_name not in sheets.FIELDS:
+            raise ConfigError(f"mapping {header!r} to {field_name!r}: there is no such field; "
+                              f"the fields are {', '.join(sheets.FIELDS)}")
+    return mapping
+
+
+def _read(args: argparse.Namespace) -> tuple[sheets.Sheet, planning.Plan]:
+    sheet = sheets.read(Path(args.input), args.sheet, _mapping(args))
+    sheets.check_columns(sheet)
+    for note in sheet.notes:
+        print(f"onboard: {note}", file=sys.stderr)
+    return sheet, planning.build(records.check(sheet, args.strict_meter_ids))
+
+
+def _show_problems(results: list[report.RowResult]) -> None:
+    refused = [r for r in results if r.status in ("invalid", "failed")]
+    for result in refused[:SHOWN_PROBLEMS]:
+        print(f"  row {result.number} ({result.status}): {result.error}", file=sys.stderr)
+    if len(refused) > SHOWN_PROBLEMS:
+        print(f"  ... and {len(refused) - SHOWN_PROBLEMS} more rows in the errors file", file=sys.stderr)
+
+
+def _finish(outputs: report.Outputs, sheet: sheets.Sheet, results: list[report.RowResult],
+            summary: dict) -> int:
+    report.write(outputs, sheet, results, summary)
+    _show_problems(results)
+    counts = ", ".join(f"{n} {status}" for status, n in summary["status"].items())
+    print(f"{summary['rows']} rows: {counts}")
+    if "requests" in summary:
+        entities = "; ".join(f"{kind} " + ", ".join(f"{n} {state}" for state, n in c.items())
+                             for kind, c in summary["entities"].items())
+        print(f"{entities}; {summary['requests']} requests in {summary['seconds']} s")
+    refused = sum(1 for r in results if not r.landed)
+    print(f"  results: {outputs.results}")
+    print(f"  errors:  {outputs.errors}" + (f"  ({refused} rows to fix and run again)" if refused else ""))
+    print(f"  summary: {outputs.summary}")
+    return 1 if refused else 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    sheet, plan = _read(args)
+    outputs = report.Outputs.beside(sheet.path, Path(args.out) if args.out else None)
+    results = report.row_results(sheet, plan, None)
+    return _finish(outputs, sheet, results, report.summarise(sheet, plan, results, None))
+
+
+def _describe_plan(plan: planning.Plan, batch_size: int) -> str:
+    vehicles = sum(1 for r in plan.resources.values() if r.is_vehicle)
+    requests = plan.requests(batch_size)
+    invalid = sum(1 for r in plan.rows if not r.valid)
+    return (f"plan: {len(plan.users)} users, {len(plan.locations)} locations, {len(plan.resources)} resources "
+            f"({vehicles} vehicles) from {len(plan.rows)} rows ({invalid} invalid)\n"
+            f"requests when nothing exists yet: {requests['users']} user batches + {requests['locations']} "
+            f"location batches (at --batch-size {batch_size}) + {requests['resources']} resource calls, "
+            "plus the reads that find what exists")
+
+
+def _confirm_production(args: argparse.Namespace, where: Target, plan: planning.Plan) -> None:
+    if where.env != "production" or args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError("--env production registers real customers: add --yes to confirm when not "
+                         "running interactively")
+    answer = input(f"Register {len(plan.users)} users, {len(plan.locations)} locations and "
+                   f"{len(plan.resources)} resources in PRODUCTION ({where.base_url})? Type yes: ")
+    if answer.strip().lower() != "yes":
+        raise UsageError("not confirmed; nothing was sent")
+
+
+async def _execute(where: Target, plan: planning.Plan, ledger: Ledger, args: argparse.Namespace,
+                   stats: list) -> None:
+    tuning = Tuning()
+    async with api.connect(where, args.concurrency, tuning) as client:
+        stats.append(client.stats)
+        await client.sign_in()
+        run = Run(client, plan, ledger, BatchSize(args.batch_size), args.concurrency,
+                  show_progress=args.progress)
+        stats.append(run.batch)
+        await run()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    sheet, plan = _read(args)
+    outputs = report.Outputs.beside(sheet.path, Path(args.out) if args.out else None)
+    if args.dry_run:
+        print(_describe_plan(plan, args.batch_size))
+        results = report.row_results(sheet, plan, None)
+        return _finish(outputs, sheet, results, report.summarise(sheet, plan, results, None))
+    where = target(args.env, args.base_url, args.token_url, Path(args.state) if args.state else None)
+    if where.local:
+        state = where.state or EmulatorSettings().state
+        print(f"onboard: --env local: the emulator runs in-process, state in {state}", file=sys.stderr)
+    _confirm_production(args, where, plan)
+    ledger = Ledger()
+    stats: list = []
+    stopped: OnboardError | None = None
+    try:
+        asyncio.run(_execute(where, plan, ledger, args, stats))
+    except OnboardError as exc:
+        if not stats or not ledger.outcomes:
+            raise
+        stopped = exc
+        stop_everything(plan, ledger, f"not sent: the run stopped ({exc})")
+    results = report.row_results(sheet, plan, ledger)
+    extra = {"environment": where.env, "base_url": where.base_url}
+    if stats:
+        extra.update(stats[0].as_dict())
+    if len(stats) > 1:
+        extra["batch_size"] = stats[1].value
+    extra["seconds"] = round(time.monotonic() - started, 2)
+    code = _finish(outputs, sheet, results, report.summarise(sheet, plan, results, ledger, **extra))
+    if stopped is not None:
+        print(f"onboard: {stopped}", file=sys.stderr)
+        return max(code, stopped.exit_code)
+    return code
+
+
+def cmd_template(args: argparse.Namespace) -> int:
+    path = Path(args.output)
+    report.write_template(path)
+    print(f"wrote {path}")
+    return 0
+
+
+def _input_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", metavar="INPUT", help="the customer sheet (.xlsx or .csv)")
+    parser.add_argument("--out", metavar="DIR", help="folder for the outputs (default: the input's folder)")
+    parser.add_argument("--sheet", metavar="NAME", help="the workbook's sheet to read (default: the first)")
+    parser.add_argument("--map", action="append", metavar='"HEADER=field"',
+                        help="read a column with another header as one of the fields (repeatable)")
+    parser.add_argument("--mapping", metavar="FILE", help="a TOML or YAML file of header = field lines")
+    parser.add_argument("--strict-meter-ids", action="store_true",
+                        help="refuse meter point ids whose GS1 check digit fails (default: warn)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onboard",
@@ -81,6 +254,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"onboard {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="register the sheet's customers, sites and devices",
+                              description="Register the sheet's users, locations and resources.")
+    _input_flags(run)
+    run.add_argument("--env", choices=ENVIRONMENTS, default="sandbox",
+                     help="which API: the vendor's sandbox (default), production, or the local emulator")
+    run.add_argument("--base-url", metavar="URL", help="the API's base URL, overriding --env")
+    run.add_argument("--token-url", metavar="URL", help="the OAuth2 token endpoint")
+    run.add_argument("--state", metavar="FILE", help="--env local: the emulator's SQLite state file")
+    run.add_argument("--batch-size", type=_positive, default=100, metavar="N",
+                     help="users or locations per batch request (default 100; halved on 413)")
+    run.add_argument("--concurrency", type=_positive, default=16, metavar="N",
+                     help="most requests in flight (default 16; lowered on 429)")
+    run.add_argument("--dry-run", action="store_true", help="validate and print the plan; send nothing")
+    run.add_argument("--yes", action="store_true", help="do not ask before writing to production")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="progress bars on stderr (default: when stderr is a terminal)")
+    run.set_defaults(handler=cmd_run)
+
+    validate = commands.add_parser("validate", help="check the sheet without calling the API",
+                                   description="Check every row; write the outputs with statuses valid/invalid.")
+    _input_flags(validate)
+    validate.set_defaults(handler=cmd_validate)
+
+    template = commands.add_parser("template", help="write an empty customer sheet to fill in",
+                                   description="Write the customer sheet template (.xlsx or .csv).")
+    template.add_argument("output", metavar="OUT", help="OUT.xlsx or OUT.csv")
+    template.set_defaults(handler=cmd_template)
 
     emulator = commands.add_parser("emulator", help="serve the local emulator of the API over HTTP",
                                    description="Serve the local emulator of the Energy Coordination API.")
@@ -91,6 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
     _knob_flags(emulator)
     emulator.set_defaults(handler=cmd_emulator)
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

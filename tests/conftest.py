@@ -56,3 +56,15 @@ async def emulator(make_emulator):
 @pytest.fixture
 def api(emulator):
     return emulator[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch, tmp_path):
+    """No developer's credentials, .env or emulator state leaks into a test."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("SPARK_", "ONBOARD_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    monkeypatch.chdir(tmp_path)

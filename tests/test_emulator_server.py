@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -102,3 +102,16 @@ def test_bad_knob_is_a_clear_message_not_a_traceback():
                           capture_output=True, text=True, env={**os.environ})
     assert done.returncode == 2
     assert "--fail-rate" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_onboard_run_against_the_served_emulator_over_http(serve, tmp_path):
+    _, base = serve("--client-id", "partner", "--client-secret", "s3cret")
+    sample = Path(__file__).resolve().parents[1] / "sample_data" / "customers.csv"
+    done = subprocess.run(
+        [sys.executable, "-m", "onboard", "run", str(sample), "--out", str(tmp_path / "out"),
+         "--base-url", f"{base}{API}", "--token-url", f"{base}/connect/token"],
+        capture_output=True, text=True,
+        env={**os.environ, "SPARK_CLIENT_ID": "partner", "SPARK_CLIENT_SECRET": "s3cret"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "125 rows: 125 created" in done.stdout

@@ -1,0 +1,293 @@
+"""Writing what the run concluded: a result for every input row, the rows to fix, a summary.
+
+Outputs keep the partner's own columns, headers and order, and add the tool's columns. The
+errors file is itself a valid input: the user fixes its cells and runs it again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onboard.errors import InputError
+from onboard.pipeline import Ledger
+from onboard.plan import Plan, RowPlan
+from onboard.records import Problem
+from onboard.sheet import FIELDS, OUTPUT_COLUMNS, Sheet
+from onboard.workbook import neutralise, write_table, write_template_workbook
+
+ID_FIELDS = ("user_id", "location_id", "resource_id")
+STATUS_ORDER = ("created", "exists", "valid", "failed", "invalid")
+
+
+@dataclass
+class RowResult:
+    number: int
+    status: str
+    user_id: str | None = None
+    location_id: str | None = None
+    resource_id: str | None = None
+    error: str = ""
+    warnings: str = ""
+    cell_problems: dict[int, str] = field(default_factory=dict)
+    """Column index -> reason, for marking the cells a person must fix."""
+
+    @property
+    def landed(self) -> bool:
+        return self.status in ("created", "exists", "valid")
+
+
+def _describe(sheet: Sheet, problems: list[Problem]) -> tuple[str, dict[int, str]]:
+    parts, cells = [], {}
+    for problem in problems:
+        column = sheet.column(problem.field)
+        name = column.name if column else problem.field
+        parts.append(f"{name}: {problem.message}" if problem.field else problem.message)
+        if column is not None:
+            cells[column.index] = (cells.get(column.index, "") + "\n" + problem.message).strip()
+    return "; ".join(dict.fromkeys(parts)), cells
+
+
+def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResult]:
+    """One result per input row. Without a ledger (validate, dry run) valid rows are `valid`."""
+    results = []
+    for row_plan in plan.rows:
+        warnings = [w.message for w in row_plan.warnings]
+        ids = dict(user_id=row_plan.user_id, location_id=row_plan.location_id, resource_id=row_plan.resource_id)
+        if not row_plan.valid:
+            error, cells = _describe(sheet, row_plan.problems)
+            results.append(RowResult(row_plan.number, "invalid", **ids, error=error, cell_problems=cells,
+                                     warnings="; ".join(warnings)))
+            continue
+        if ledger is None:
+            results.append(RowResult(row_plan.number, "valid", **ids, warnings="; ".join(warnings)))
+            continue
+        status, error = _row_status(row_plan, ledger)
+        for kind, entity_id in row_plan.entities():
+            outcome = ledger.get(kind, entity_id)
+            if outcome is not None:
+                warnings.extend(outcome.warnings)
+        results.append(RowResult(row_plan.number, status, **ids, error=error,
+                                 warnings="; ".join(dict.fromkeys(warnings))))
+    return results
+
+
+def _row_status(row_plan: RowPlan, ledger: Ledger) -> tuple[str, str]:
+    outcomes = [ledger.get(kind, entity_id) for kind, entity_id in row_plan.entities()]
+    failed = [o for o in outcomes if o is None or o.state == "failed"]
+    if failed:
+        deepest = failed[-1]
+        return "failed", deepest.reason if deepest else "not sent"
+    if any(o.state == "created" for o in outcomes):
+        return "created", ""
+    return "exists", ""
+
+
+# files
+
+
+@dataclass(frozen=True)
+class Outputs:
+    results: Path
+    errors: Path
+    summary: Path
+
+    @classmethod
+    def beside(cls, source: Path, out: Path | None) -> Outputs:
+        folder = out or source.parent
+        suffix = ".xlsx" if source.suffix.lower() in (".xlsx", ".xlsm") else source.suffix.lower()
+        outputs = cls(folder / f"{source.stem}.results{suffix}", folder / f"{source.stem}.errors{suffix}",
+                      folder / f"{source.stem}.summary.json")
+        if source.resolve() in (outputs.results.resolve(), outputs.errors.resolve()):
+            raise InputError(f"{source.name} would be overwritten by an output: rename it or choose --out")
+        return outputs
+
+
+@contextmanager
+def atomic(path: Path) -> Iterator[Path]:
+    """Write to a temporary file beside `path`, then rename it into place: a reader never sees a
+    half-written output, and a crash leaves the previous one intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _layout(sheet: Sheet) -> tuple[list[str], list[int | None], dict[str, int]]:
+    """Output headers: the input's columns in their order, the tool's own columns where the input
+    already had them (a results file run again), the rest appended."""
+    headers, sources, own = [], [], {}
+    for column in sheet.columns:
+        headers.append(column.header)
+        sources.append(column.index)
+        name = column.own or (column.field if column.field in ID_FIELDS else None)
+        if name and name not in own:
+            own[name] = len(headers) - 1
+    for name in OUTPUT_COLUMNS:
+        if name not in own:
+            own[name] = len(headers)
+            headers.append(name)
+            sources.append(None)
+    return headers, sources, own
+
+
+def _own_values(result: RowResult) -> dict[str, Any]:
+    return {"row": result.number, "status": result.status, "user_id": result.user_id,
+            "location_id": result.location_id, "resource_id": result.resource_id,
+            "error": result.error, "warnings": result.warnings}
+
+
+def _table(sheet: Sheet, results: list[RowResult], keep: Callable[[RowResult], bool], typed: bool):
+    """Output rows: the tool's values in its columns, the input's cells elsewhere (typed values for
+    xlsx, so the partner's numbers and dates stay numbers and dates; text for the tool's fields)."""
+    headers, sources, own = _layout(sheet)
+    fields = {c.index for c in sheet.columns if c.field}
+    by_position = {position: name for name, position in own.items()}
+    rows = []
+    for sheet_row, result in zip(sheet.rows, results):
+        if not keep(result):
+            continue
+        mine = _own_values(result)
+        values = []
+        for position, source in enumerate(headers):
+            name = by_position.get(position)
+            if name is not None and (mine[name] is not None or sources[position] is None):
+                values.append(mine[name])
+            elif sources[position] is not None:
+                source = sources[position]
+                values.append(sheet_row.values[source] if typed and source not in fields
+                              else sheet_row.cells[source])
+            else:
+                values.append(None)
+        rows.append((sheet_row, result, values))
+    return headers, own, rows
+
+
+def _summary_rows(summary: dict) -> list[list[Any]]:
+    rows: list[list[Any]] = [["rows", summary["rows"]]]
+    rows += [[f"status {k}", v] for k, v in summary["status"].items()]
+    for kind, counts in summary["entities"].items():
+        rows += [[f"{kind} {k}", v] for k, v in counts.items()]
+    for key in ("requests", "retries", "throttled", "token_refreshes", "seconds"):
+        if key in summary:
+            rows.append([key, summary[key]])
+    if summary.get("reasons"):
+        rows.append([])
+        rows.append(["most frequent reasons", "rows"])
+        rows += [[reason, n] for reason, n in summary["reasons"]]
+    return rows
+
+
+def write_xlsx(path: Path, sheet: Sheet, results: list[RowResult], keep, title: str,
+               summary: dict | None) -> None:
+    headers, own, rows = _table(sheet, results, keep, typed=True)
+    text_columns = {c.index for c in sheet.columns if c.field and c.field not in ("latitude", "longitude")}
+    with atomic(path) as temporary:
+        write_table(temporary, title, headers, own, rows, _summary_rows(summary) if summary else None,
+                    text_columns, lambda result: result.cell_problems)
+
+
+def write_csv(path: Path, sheet: Sheet, results: list[RowResult], keep) -> None:
+    headers, _, rows = _table(sheet, results, keep, typed=False)
+    style = sheet.csv_style
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, delimiter=style.delimiter if style else ",", lineterminator="\r\n")
+    writer.writerow([neutralise(h) for h in headers])
+    for _, _, values in rows:
+        writer.writerow(["" if v is None else neutralise(str(v)) for v in values])
+    encoding = style.encoding if style else "utf-8"
+    with atomic(path) as temporary:
+        temporary.write_bytes(buffer.getvalue().encode(encoding, errors="replace"))
+
+
+def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger | None,
+              **extra: Any) -> dict[str, Any]:
+    statuses = Counter(r.status for r in results)
+    entities: dict[str, dict[str, int]] = {}
+    for kind, items in (("users", plan.users), ("locations", plan.locations), ("resources", plan.resources)):
+        counts = Counter()
+        for entity_id in items:
+            outcome = ledger.get(kind[:-1], entity_id) if ledger else None
+            counts[outcome.state if outcome else "planned"] += 1
+        entities[kind] = {state: counts.get(state, 0) for state in
+                          (("created", "exists", "failed") if ledger else ("planned",))}
+    reasons = Counter(r.error.split(": ", 1)[-1] if r.status == "invalid" else r.error
+                      for r in results if r.error)
+    return {
+        "input": str(sheet.path),
+        "rows": len(results),
+        "status": {s: statuses[s] for s in STATUS_ORDER if statuses[s] or s in ("failed", "invalid")},
+        "entities": entities,
+        "reasons": reasons.most_common(10),
+        **extra,
+    }
+
+
+def write(outputs: Outputs, sheet: Sheet, results: list[RowResult], summary: dict) -> None:
+    landed = lambda r: True  # noqa: E731
+    refused = lambda r: not r.landed  # noqa: E731
+    if sheet.format == "xlsx":
+        write_xlsx(outputs.results, sheet, results, landed, "Results", summary)
+        write_xlsx(outputs.errors, sheet, results, refused, "Errors", None)
+    else:
+        write_csv(outputs.results, sheet, results, landed)
+        write_csv(outputs.errors, sheet, results, refused)
+    with atomic(outputs.summary) as temporary:
+        temporary.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# the template
+
+
+TEMPLATE_EXAMPLE = {
+    "customer_id": "4711", "user_id": "", "location_ref": "home", "location_id": "",
+    "location_type": "Residential", "meter_point_ids": "707057500012345671", "latitude": "59.9139",
+    "longitude": "10.7522", "resource_ref": "SN-0001", "resource_id": "", "resource_type": "HotWaterTank",
+    "resource_meter_point_id": "",
+}
+
+TEMPLATE_HELP = {
+    "customer_id": "Your own key for the customer (required unless user_id is given).",
+    "user_id": "Optional: the Spark userId to use. Blank: derived from customer_id.",
+    "location_ref": "Your key for one site of the customer. Blank when the row has no site.",
+    "location_id": "Optional: the Spark locationId to use. Blank: derived.",
+    "location_type": "Residential, Commercial, Other or Unknown. Blank: the API's default.",
+    "meter_point_ids": "18-digit meter point ids; several in one cell separated by , ; | or line breaks.",
+    "latitude": "WGS84 degrees, -90..90. Give both latitude and longitude, or neither.",
+    "longitude": "WGS84 degrees, -180..180.",
+    "resource_ref": "Your key for the device (serial number, VIN). Optional.",
+    "resource_id": "Optional: the Spark resourceId to use. Blank: derived.",
+    "resource_type": "Generic, Charger, HotWaterTank, HVAC, SolarInverter or Vehicle.",
+    "resource_meter_point_id": "Optional 18-digit meter point id of the device itself.",
+}
+
+
+def write_template(path: Path) -> None:
+    columns = list(FIELDS)
+    suffix = path.suffix.lower()
+    if suffix == ".xlsx":
+        with atomic(path) as temporary:
+            write_template_workbook(temporary, columns, TEMPLATE_EXAMPLE, TEMPLATE_HELP)
+    elif suffix == ".csv":
+        buffer = io.StringIO(newline="")
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(columns)
+        writer.writerow([TEMPLATE_EXAMPLE[c] for c in columns])
+        with atomic(path) as temporary:
+            temporary.write_text(buffer.getvalue(), encoding="utf-8")
+    else:
+        raise InputError(f"{path.name}: the template is written as .xlsx or .csv")

@@ -1,0 +1,87 @@
+"""Where the tool sends its requests and with which credentials.
+
+Secrets come from the environment or a `.env` file only, held as `SecretStr` so that no print,
+log line or exception can show them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from onboard import contract
+from onboard.errors import ConfigError
+
+SANDBOX_URL = "https://api.sandbox.voluespark.com" + contract.base_path()
+PRODUCTION_URL = "https://api.voluespark.com" + contract.base_path()
+TOKEN_URL = "https://auth.identity.volue.com/connect/token"
+LOCAL_HOST = "http://emulator.local"
+
+ENVIRONMENTS = ("sandbox", "production", "local")
+
+
+class Credentials(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPARK_", env_file=".env", extra="ignore")
+
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+
+
+class Tuning(BaseSettings):
+    """How patiently the client retries; tests and impatient users set `ONBOARD_RETRY_*`."""
+
+    model_config = SettingsConfigDict(env_prefix="ONBOARD_", env_file=".env", extra="ignore")
+
+    retry_base: float = Field(0.5, gt=0, description="first backoff, seconds (full jitter)")
+    retry_cap: float = Field(30.0, gt=0, description="longest single backoff, seconds")
+    retry_attempts: int = Field(8, ge=1, description="attempts per request before the API counts as down")
+    retry_deadline: float = Field(120.0, gt=0, description="seconds one request may spend retrying")
+    timeout: float = Field(60.0, gt=0, description="seconds to wait for one answer")
+
+
+@dataclass(frozen=True)
+class Target:
+    """The API a run talks to."""
+
+    env: str
+    base_url: str
+    token_url: str
+    client_id: str
+    client_secret: SecretStr
+    state: Path | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.env == "local"
+
+
+def target(env: str, base_url: str | None = None, token_url: str | None = None,
+           state: Path | None = None) -> Target:
+    """Resolve `--env`, `--base-url` and `--token-url` with the credentials from the environment."""
+    try:
+        credentials = Credentials()
+    except ValidationError as exc:
+        raise ConfigError(f"the SPARK_* settings cannot be read: {exc.errors()[0]['msg']}") from None
+    if env == "local":
+        return Target(
+            env,
+            base_url or LOCAL_HOST + contract.base_path(),
+            token_url or LOCAL_HOST + "/connect/token",
+            credentials.client_id or "local",
+            credentials.client_secret or SecretStr("local"),
+            state,
+        )
+    if not credentials.client_id or not credentials.client_secret:
+        missing = [n for n, v in (("SPARK_CLIENT_ID", credentials.client_id),
+                                  ("SPARK_CLIENT_SECRET", credentials.client_secret)) if not v]
+        raise ConfigError(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: put the client "
+            "credentials from the Spark Portal in the environment or in a .env file "
+            "(or use --env local to rehearse against the emulator)"
+        )
+    default = PRODUCTION_URL if env == "production" else SANDBOX_URL
+    return Target(env, (base_url or default).rstrip("/"), token_url or TOKEN_URL,
+                  credentials.client_id, credentials.client_secret)

@@ -1,0 +1,133 @@
+"""Excel outputs a person can act on: frozen header, filters, widths, the cells to fix marked
+with their reason, and ID columns stored as text so Excel cannot turn them into numbers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.comments import Comment
+from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.datavalidation import DataValidation
+
+from onboard.contract import LocationType, ResourceType
+
+HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
+PROBLEM_FILL = PatternFill("solid", fgColor="FFC7CE")
+STATUS_FILLS = {
+    "created": PatternFill("solid", fgColor="E2EFDA"),
+    "exists": PatternFill("solid", fgColor="EDEDED"),
+    "valid": PatternFill("solid", fgColor="E2EFDA"),
+    "failed": PatternFill("solid", fgColor="FFC7CE"),
+    "invalid": PatternFill("solid", fgColor="FFEB9C"),
+}
+TEXT = "@"
+WIDTH_SAMPLE = 500
+MAX_WIDTH = 60
+
+_NUMBER = re.compile(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?")
+
+
+def neutralise(text: str) -> str:
+    """Text a spreadsheet would run as a formula gets a leading apostrophe (CSV/formula injection);
+    a plain signed number is left alone."""
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _NUMBER.fullmatch(text.replace(" ", "")):
+        return "'" + text
+    return text
+
+
+def _width(values: list[Any]) -> float:
+    longest = max((len(str(v)) for v in values if v is not None), default=0)
+    return min(MAX_WIDTH, max(8, longest + 2))
+
+
+def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
+                rows: list[tuple[Any, Any, list[Any]]], summary: list[list[Any]] | None,
+                text_columns: set[int], problem_positions) -> None:
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet(title)
+    sheet.freeze_panes = "A2"
+    for position, header in enumerate(headers):
+        sample = [header] + [values[position] for _, _, values in rows[:WIDTH_SAMPLE]]
+        sheet.column_dimensions[get_column_letter(position + 1)].width = _width(sample)
+    sheet.auto_filter.ref = f"A1:{get_column_letter(max(1, len(headers)))}{len(rows) + 1}"
+    ids = {own[name] for name in ("user_id", "location_id", "resource_id")} | text_columns
+    header_cells = []
+    for header in headers:
+        cell = WriteOnlyCell(sheet, value=neutralise(header) if header else header)
+        cell.font = Font(bold=True)
+        cell.fill = HEADER_FILL
+        header_cells.append(cell)
+    sheet.append(header_cells)
+    status_at, error_at = own["status"], own["error"]
+    for _, result, values in rows:
+        marked = problem_positions(result)
+        cells = []
+        for position, value in enumerate(values):
+            if isinstance(value, str):
+                value = neutralise(value) if value else None
+            cell = WriteOnlyCell(sheet, value=value)
+            if isinstance(value, str):
+                cell.data_type = "s"
+            if position in ids:
+                cell.number_format = TEXT
+            if position == status_at:
+                cell.fill = STATUS_FILLS.get(str(value), PatternFill())
+            if position == error_at and value:
+                cell.alignment = Alignment(wrap_text=False)
+            if position in marked:
+                cell.fill = PROBLEM_FILL
+                cell.comment = Comment(marked[position], "onboard", width=300, height=120)
+            cells.append(cell)
+        sheet.append(cells)
+    if summary is not None:
+        page = workbook.create_sheet("Summary")
+        page.column_dimensions["A"].width = 60
+        page.column_dimensions["B"].width = 14
+        for line in summary:
+            page.append([neutralise(v) if isinstance(v, str) else v for v in line])
+    workbook.save(path)
+
+
+def write_template_workbook(path: Path, columns: list[str], example: dict[str, str],
+                            help_text: dict[str, str]) -> None:
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.title = "Customers"
+    sheet.freeze_panes = "A2"
+    sheet.append(columns)
+    sheet.append([example[c] or None for c in columns])
+    for position, column in enumerate(columns, start=1):
+        letter = get_column_letter(position)
+        sheet[f"{letter}1"].font = Font(bold=True)
+        sheet[f"{letter}1"].fill = HEADER_FILL
+        sheet.column_dimensions[letter].width = max(14, len(column) + 4)
+        if column not in ("latitude", "longitude"):
+            sheet.column_dimensions[letter].number_format = TEXT
+            sheet[f"{letter}2"].number_format = TEXT
+    for column, values in (("location_type", LocationType), ("resource_type", ResourceType)):
+        letter = get_column_letter(columns.index(column) + 1)
+        choice = DataValidation(type="list", formula1='"' + ",".join(v.value for v in values) + '"',
+                                allow_blank=True, showErrorMessage=True,
+                                errorTitle=f"Not a {column}", error=f"Pick one of the {column} values.")
+        choice.add(f"{letter}2:{letter}100000")
+        sheet.add_data_validation(choice)
+    guide = workbook.create_sheet("Instructions")
+    guide.append(["column", "what to put in it", "allowed values"])
+    for cell in guide[1]:
+        cell.font = Font(bold=True)
+    for column in columns:
+        allowed = {"location_type": ", ".join(v.value for v in LocationType),
+                   "resource_type": ", ".join(v.value for v in ResourceType)}.get(column, "")
+        guide.append([column, help_text[column], allowed])
+    guide.column_dimensions["A"].width = 26
+    guide.column_dimensions["B"].width = 90
+    guide.column_dimensions["C"].width = 60
+    guide.append([])
+    guide.append(["One row per device, or per site or customer that has none. Rows with the same "
+                  "customer_id are one customer; rows with the same customer_id and location_ref are one site."])
+    workbook.save(path)
