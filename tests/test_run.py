@@ -270,3 +270,19 @@ def test_dry_run_prints_the_plan_and_sends_nothing(capsys, tmp_path):
     assert "1 user batches + 1 location batches" in out
     assert not state.exists()
     assert {r["status"] for r in read_xlsx(tmp_path / "customers.results.xlsx")} == {"valid"}
+
+
+def test_never_more_requests_in_flight_than_concurrency(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("ONBOARD_EMULATOR_MAX_INFLIGHT", "3")
+    monkeypatch.setenv("ONBOARD_EMULATOR_LATENCY_MS", "10")
+    rows = [["c1", "home", "", MPIDS[0], "", "", f"SN{i}", "Charger"] for i in range(40)]
+    path = write_csv(tmp_path / "in.csv", rows, HEADERS)
+    code, _, err = run(capsys, "run", path, "--concurrency", "3", *local(tmp_path / "e.sqlite"))
+    assert code == 0, err
+    assert summary_of(tmp_path, "in")["throttled"] == 0
+    monkeypatch.setenv("ONBOARD_EMULATOR_MAX_INFLIGHT", "2")
+    monkeypatch.setenv("ONBOARD_RETRY_BASE", "0.01")
+    rows = [["c2", "home", "", MPIDS[0], "", "", f"SN{i}", "Charger"] for i in range(40)]
+    path = write_csv(tmp_path / "more.csv", rows, HEADERS)
+    assert run(capsys, "run", path, "--concurrency", "3", *local(tmp_path / "e.sqlite"))[0] == 0
+    assert summary_of(tmp_path, "more")["throttled"] > 0
