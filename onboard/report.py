@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -38,6 +39,8 @@ class RowResult:
     resource_id: str | None = None
     error: str = ""
     warnings: str = ""
+    reasons: list[str] = field(default_factory=list)
+    """Each reason the row did not land, for counting the most frequent ones."""
     cell_problems: dict[int, str] = field(default_factory=dict)
     """Column index -> reason, for marking the cells a person must fix."""
 
@@ -66,7 +69,8 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResu
         if not row_plan.valid:
             error, cells = _describe(sheet, row_plan.problems)
             results.append(RowResult(row_plan.number, "invalid", **ids, error=error, cell_problems=cells,
-                                     warnings="; ".join(warnings)))
+                                     warnings="; ".join(warnings),
+                                     reasons=[p.message for p in row_plan.problems]))
             continue
         if ledger is None:
             results.append(RowResult(row_plan.number, "valid", **ids, warnings="; ".join(warnings)))
@@ -77,7 +81,7 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResu
             if outcome is not None:
                 warnings.extend(outcome.warnings)
         results.append(RowResult(row_plan.number, status, **ids, error=error,
-                                 warnings="; ".join(dict.fromkeys(warnings))))
+                                 warnings="; ".join(dict.fromkeys(warnings)), reasons=[error] if error else []))
     return results
 
 
@@ -214,6 +218,13 @@ def write_csv(path: Path, sheet: Sheet, results: list[RowResult], keep) -> None:
         temporary.write_bytes(buffer.getvalue().encode(encoding, errors="replace"))
 
 
+def _kind_of(reason: str) -> str:
+    """A reason without its particular values, so alike reasons are counted together."""
+    reason = re.sub(r"'[^']*'", "…", reason)
+    reason = re.sub(r"\b[0-9a-f]{8}-[0-9a-f-]{27}\b", "…", reason)
+    return re.sub(r"\b\d[\d.,e+]*\b", "…", reason)
+
+
 def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger | None,
               **extra: Any) -> dict[str, Any]:
     statuses = Counter(r.status for r in results)
@@ -225,8 +236,7 @@ def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger
             counts[outcome.state if outcome else "planned"] += 1
         entities[kind] = {state: counts.get(state, 0) for state in
                           (("created", "exists", "failed") if ledger else ("planned",))}
-    reasons = Counter(r.error.split(": ", 1)[-1] if r.status == "invalid" else r.error
-                      for r in results if r.error)
+    reasons = Counter(_kind_of(reason) for r in results for reason in r.reasons)
     return {
         "input": str(sheet.path),
         "rows": len(results),
@@ -242,7 +252,7 @@ def write(outputs: Outputs, sheet: Sheet, results: list[RowResult], summary: dic
     refused = lambda r: not r.landed  # noqa: E731
     if sheet.format == "xlsx":
         write_xlsx(outputs.results, sheet, results, landed, "Results", summary)
-        write_xlsx(outputs.errors, sheet, results, refused, "Errors", None)
+        write_xlsx(outputs.errors, sheet, results, refused, "Errors", summary)
     else:
         write_csv(outputs.results, sheet, results, landed)
         write_csv(outputs.errors, sheet, results, refused)

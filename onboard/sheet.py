@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
@@ -137,7 +139,7 @@ class CsvReader:
 
     @property
     def style(self) -> CsvStyle:
-        return CsvStyle("utf-8-sig" if self.encoding == "utf-16" else self.encoding, self.delimiter)
+        return CsvStyle(self.encoding, self.delimiter)
 
     def records(self) -> Iterator[tuple[int, list[object]]]:
         reader = csv.reader(io.StringIO(self.text, newline=""), delimiter=self.delimiter)
@@ -208,6 +210,8 @@ def cell_text(value: object) -> str:
     if isinstance(value, float):
         if value.is_integer() and abs(value) < 1e15:
             return str(int(value))
+        if value.is_integer() and math.isfinite(value):
+            return format(Decimal(f"{value:.15g}"), "f")  # as Excel shows it: 15 digits, then zeros
         return repr(value)
     if isinstance(value, dt.datetime):
         return value.isoformat(sep=" ") if value.time() != dt.time() else value.date().isoformat()

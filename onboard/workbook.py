@@ -51,6 +51,7 @@ def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(title)
     sheet.freeze_panes = "A2"
+    sheet.page_setup.orientation = "landscape"
     for position, header in enumerate(headers):
         sample = [header] + [values[position] for _, _, values in rows[:WIDTH_SAMPLE]]
         sheet.column_dimensions[get_column_letter(position + 1)].width = _width(sample)

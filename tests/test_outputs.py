@@ -66,7 +66,7 @@ def test_xlsx_input_gives_xlsx_outputs_with_a_summary_sheet(capsys, tmp_path):
     assert results.sheetnames == ["Results", "Summary"]
     summary = {row[0]: row[1] for row in results["Summary"].iter_rows(values_only=True) if row and row[0]}
     assert summary["status created"] == 22 and summary["status invalid"] == 7
-    assert load_workbook(tmp_path / "customers-with-errors.errors.xlsx").sheetnames == ["Errors"]
+    assert load_workbook(tmp_path / "customers-with-errors.errors.xlsx").sheetnames == ["Errors", "Summary"]
 
 
 def test_summary_json_counts_statuses_entities_and_requests(capsys, tmp_path):
