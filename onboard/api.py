@@ -211,6 +211,8 @@ class ClientCredentials(httpx.Auth):
         used = self._authorize(request)
         response = yield request
         if response.status_code == 401:
+            self._stats.by_status[401] += 1
+            self._stats.requests += 1
             async with self._lock:
                 if self._token == used:
                     renewed = yield self._token_request()
@@ -311,10 +313,14 @@ class Api:
         url = op.path(**path)
         writes = op.method != "GET"
         ambiguous = False
+        refused_token = False
+        tries = 0
         response: httpx.Response | None = None
         try:
             async for attempt in self._retrying():
                 with attempt:
+                    tries += 1
+                    refused_token = False
                     async with self.throttle as started:
                         self.stats.requests += 1
                         try:
@@ -331,16 +337,19 @@ class Api:
                     if response.status_code >= 500:
                         ambiguous |= writes
                         raise Transient(f"{response.status_code} {response.reason_phrase}", retry_after(response))
+                    refused_token = response.status_code == 401
+                    if refused_token:
+                        raise Transient("401 Unauthorized, even with a fresh token")
                     self.throttle.succeeded()
         except Transient as exc:
+            if refused_token:
+                raise AuthError("the API keeps refusing freshly issued tokens (401): check the client's access "
+                                "in the Spark Portal") from None
             raise ApiUnavailable(
-                f"the API did not answer {op.method} {op.template} after {self.tuning.retry_attempts} attempts "
+                f"the API did not answer {op.method} {op.template} after {tries} attempts "
                 f"({exc}); what is done is kept: run the same command again to resume"
             ) from None
         assert response is not None
-        if response.status_code == 401:
-            raise AuthError("the API refused a freshly issued token (401): check the client's access in the "
-                            "Spark Portal")
         if response.status_code == 403:
             raise AuthError(f"the API refused {op.method} {op.template} (403 Forbidden): the client has no "
                             "access to it")

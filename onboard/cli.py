@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import time
 import tomllib
@@ -16,7 +17,8 @@ from pydantic import ValidationError
 
 from onboard import __version__, api, contract, plan as planning, records, report, sheet as sheets
 from onboard.emulator.faults import EmulatorSettings
-from onboard.errors import ConfigError, InputError, OnboardError, UsageError
+from onboard.errors import ConfigError, Interrupted, OnboardError, UsageError
+from onboard.journal import Journal, journal_path, progress as progress_of
 from onboard.pipeline import BatchSize, Ledger, Run, stop_everything
 from onboard.settings import ENVIRONMENTS, Target, Tuning, target
 
@@ -181,15 +183,22 @@ def _confirm_production(args: argparse.Namespace, where: Target, plan: planning.
 
 
 async def _execute(where: Target, plan: planning.Plan, ledger: Ledger, args: argparse.Namespace,
-                   stats: list) -> None:
-    tuning = Tuning()
-    async with api.connect(where, args.concurrency, tuning) as client:
-        stats.append(client.stats)
-        await client.sign_in()
-        run = Run(client, plan, ledger, BatchSize(args.batch_size), args.concurrency,
-                  show_progress=args.progress)
-        stats.append(run.batch)
-        await run()
+                   progress: dict) -> None:
+    """Sign in, then run the stages; SIGTERM stops it like Ctrl-C does."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        async with api.connect(where, args.concurrency, Tuning()) as client:
+            progress["stats"] = client.stats
+            await client.sign_in()
+            progress["signed_in"] = True
+            run = Run(client, plan, ledger, BatchSize(args.batch_size), args.concurrency,
+                      show_progress=args.progress)
+            progress["batch"] = run.batch
+            await run()
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -205,28 +214,81 @@ def cmd_run(args: argparse.Namespace) -> int:
         state = where.state or EmulatorSettings().state
         print(f"onboard: --env local: the emulator runs in-process, state in {state}", file=sys.stderr)
     _confirm_production(args, where, plan)
-    ledger = Ledger()
-    stats: list = []
-    stopped: OnboardError | None = None
+    planned = {"users": len(plan.users), "locations": len(plan.locations), "resources": len(plan.resources)}
+    journal = Journal.open(journal_path(outputs.results.parent, sheet.path), sheet.path, where.base_url, planned)
     try:
-        asyncio.run(_execute(where, plan, ledger, args, stats))
-    except OnboardError as exc:
-        if not stats or not ledger.outcomes:
-            raise
-        stopped = exc
-        stop_everything(plan, ledger, f"not sent: the run stopped ({exc})")
-    results = report.row_results(sheet, plan, ledger)
-    extra = {"environment": where.env, "base_url": where.base_url}
-    if stats:
-        extra.update(stats[0].as_dict())
-    if len(stats) > 1:
-        extra["batch_size"] = stats[1].value
-    extra["seconds"] = round(time.monotonic() - started, 2)
-    code = _finish(outputs, sheet, results, report.summarise(sheet, plan, results, ledger, **extra))
+        ledger = Ledger(journal, journal.outcomes() if journal.resumed else ())
+        if journal.resumed:
+            print(f"onboard: resuming the unfinished run of {sheet.path.name} ({len(ledger.outcomes)} entities "
+                  f"already settled; journal {journal.path})", file=sys.stderr)
+        progress: dict = {}
+        stopped: OnboardError | None = None
+        try:
+            asyncio.run(_execute(where, plan, ledger, args, progress))
+        except OnboardError as exc:
+            if not progress.get("signed_in"):
+                raise
+            stopped = exc
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            stopped = Interrupted("interrupted: what is done is kept; run the same command again to resume")
+        else:
+            journal.finish()
+        if stopped is not None:
+            stop_everything(plan, ledger, f"not sent: {stopped}")
+        results = report.row_results(sheet, plan, ledger)
+        extra: dict = {"environment": where.env, "base_url": where.base_url, "resumed": journal.resumed}
+        if "stats" in progress:
+            extra.update(progress["stats"].as_dict())
+        if "batch" in progress:
+            extra["batch_size"] = progress["batch"].value
+        extra["seconds"] = round(time.monotonic() - started, 2)
+        if stopped is None:
+            extra["journal"] = "closed"
+        else:
+            extra["journal"] = str(journal.path)
+        code = _finish(outputs, sheet, results, report.summarise(sheet, plan, results, ledger, **extra))
+    finally:
+        journal.release()
     if stopped is not None:
         print(f"onboard: {stopped}", file=sys.stderr)
         return max(code, stopped.exit_code)
     return code
+
+
+def _when(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    folder = Path(args.out) if args.out else None
+    if args.input:
+        source = Path(args.input)
+        journals = [journal_path(folder or source.parent, source)]
+    else:
+        journals = sorted((folder or Path.cwd()).glob("*.journal.sqlite"))
+    journals = [j for j in journals if j.exists()]
+    if not journals:
+        print("no onboard run found here" + (f" for {args.input}" if args.input else "")
+              + ": a run keeps its journal (<input>.journal.sqlite) beside its outputs")
+        return 0
+    for path in journals:
+        for run in progress_of(path)[:1 if args.input else 3]:
+            state = (f"running (pid {run.running_pid})" if run.running_pid else
+                     {"open": "interrupted", "closed": "finished", "abandoned": "abandoned"}[run.state])
+            print(f"{Path(run.input).name} -> {run.base_url}")
+            print(f"  {state}; started {_when(run.started)}, last activity {_when(run.updated or run.finished)}")
+            if run.state in ("open",):
+                for kind, total in run.planned.items():
+                    counts = run.done.get(kind[:-1], {})
+                    settled = {k: v for k, v in counts.items() if k != "sent"}
+                    detail = ", ".join(f"{n} {k}" for k, n in sorted(settled.items()))
+                    sent = f"; {counts['sent']} sent, awaiting confirmation" if counts.get("sent") else ""
+                    print(f"  {kind:<10} {sum(settled.values()):>7} of {total} settled"
+                          + (f" ({detail})" if detail else "") + sent)
+                if not run.running_pid:
+                    print(f"  run `onboard run {Path(run.input).name}` again to resume")
+            print(f"  journal: {path}")
+    return 0
 
 
 def cmd_template(args: argparse.Namespace) -> int:
@@ -282,6 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Write the customer sheet template (.xlsx or .csv).")
     template.add_argument("output", metavar="OUT", help="OUT.xlsx or OUT.csv")
     template.set_defaults(handler=cmd_template)
+
+    status = commands.add_parser("status", help="how far a running or interrupted import has come",
+                                 description="Show the progress kept in a run's journal.")
+    status.add_argument("input", metavar="INPUT", nargs="?", help="the sheet being imported (default: every "
+                        "journal in the current folder)")
+    status.add_argument("--out", metavar="DIR", help="the folder holding the outputs and the journal")
+    status.set_defaults(handler=cmd_status)
 
     emulator = commands.add_parser("emulator", help="serve the local emulator of the API over HTTP",
                                    description="Serve the local emulator of the Energy Coordination API.")

@@ -36,16 +36,26 @@ class Outcome:
 
 
 class Journal(Protocol):
+    """What the pipeline needs of `onboard.journal.Journal`."""
+
+    resumed: bool
+    discovered: bool
+
     def settled(self, kind: str, entity_id: str, outcome: Outcome) -> None: ...
 
     def sending(self, kind: str, ids: Sequence[str]) -> None: ...
+
+    def uncertain(self) -> set[tuple[str, str]]: ...
+
+    def mark_discovered(self) -> None: ...
 
 
 class Ledger:
     """Every planned entity's outcome so far; a journal, when given, keeps each one on disk."""
 
-    def __init__(self, journal: Journal | None = None) -> None:
-        self.outcomes: dict[tuple[str, str], Outcome] = {}
+    def __init__(self, journal: Journal | None = None,
+                 known: Iterable[tuple[str, str, Outcome]] = ()) -> None:
+        self.outcomes: dict[tuple[str, str], Outcome] = {(kind, i): o for kind, i, o in known}
         self.journal = journal
 
     def get(self, kind: str, entity_id: str) -> Outcome | None:
@@ -299,8 +309,11 @@ class Run:
             root = f"{parent[0]} {parent[1]} was not registered: {held.reason}"
         return Outcome("failed", f"blocked: {root}", final=held.final)
 
-    async def create(self, stage: Stage, items: dict[str, Any]) -> None:
-        pending = []
+    async def create(self, stage: Stage, items: dict[str, Any], uncertain: set[tuple[str, str]] = frozenset()
+                     ) -> None:
+        """Send what of `items` is not settled; what an interrupted run sent without keeping the
+        answer (`uncertain`) is looked up first."""
+        pending, unsure = [], []
         for entity_id, item in items.items():
             if self.ledger.get(stage.kind, entity_id) is not None:
                 continue
@@ -309,9 +322,10 @@ class Run:
                 self.ledger.settle(stage.kind, entity_id, blocked)
                 self._tick(stage.kind)
             else:
-                pending.append(item)
+                (unsure if (stage.kind, entity_id) in uncertain else pending).append(item)
         size = self.batch.value if stage.batched else 1
-        await each(_chunks(pending, size), lambda chunk: self._send(stage, chunk), self.concurrency)
+        work = [(chunk, True) for chunk in _chunks(unsure, size)] + [(chunk, False) for chunk in _chunks(pending, size)]
+        await each(work, lambda job: self._send(stage, job[0], ambiguous=job[1]), self.concurrency)
 
     async def _send(self, stage: Stage, items: list, ambiguous: bool = False) -> None:
         if ambiguous:
@@ -355,7 +369,9 @@ class Run:
         if answer.says_exists(item.id):
             match = await stage.probe(item)
             if match.found:
-                self._settle_match(stage.kind, item.id, match, "exists")
+                # Discovery saw it absent; in a resumed run the interrupted one may have sent it.
+                resumed = self.ledger.journal is not None and self.ledger.journal.resumed
+                self._settle_match(stage.kind, item.id, match, "created" if resumed else "exists")
                 return
             reason = f"the API says {stage.kind} ID {item.id} exists, but not for this user ({answer.message})"
         elif answer.status == 413:
@@ -366,7 +382,12 @@ class Run:
         self._tick(stage.kind)
 
     async def __call__(self) -> None:
-        await self.discover()
+        journal = self.ledger.journal
+        if journal is None or not journal.discovered:
+            await self.discover()
+            if journal is not None:
+                journal.mark_discovered()
+        uncertain = journal.uncertain() if journal is not None else set()
         items = {"user": self.plan.users, "location": self.plan.locations, "resource": self.plan.resources}
         for stage in self.stages():
             total = len(items[stage.kind])
@@ -374,7 +395,7 @@ class Run:
                       disable=None if self.show_progress is None else not self.show_progress) as bar:
                 bar.update(sum(1 for i in items[stage.kind] if self.ledger.get(stage.kind, i) is not None))
                 self.bars[stage.kind] = bar
-                await self.create(stage, items[stage.kind])
+                await self.create(stage, items[stage.kind], uncertain)
 
 
 def stop_everything(plan: Plan, ledger: Ledger, reason: str) -> None:
