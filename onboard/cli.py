@@ -286,7 +286,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                     print(f"  {kind:<10} {sum(settled.values()):>7} of {total} settled"
                           + (f" ({detail})" if detail else "") + sent)
                 if not run.running_pid:
-                    print(f"  run `onboard run {Path(run.input).name}` again to resume")
+                    print(f"  run the same `onboard run {Path(run.input).name} ...` command again to resume")
             print(f"  journal: {path}")
     return 0
 

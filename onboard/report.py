@@ -27,6 +27,9 @@ from onboard.sheet import FIELDS, OUTPUT_COLUMNS, Sheet
 from onboard.workbook import neutralise, write_table, write_template_workbook
 
 ID_FIELDS = ("user_id", "location_id", "resource_id")
+KEY_FIELDS = frozenset({"customer_id", "location_ref", "meter_point_ids", "resource_ref", "resource_meter_point_id",
+                        *ID_FIELDS})
+"""Columns Excel would damage by reading them as numbers: stored as text in xlsx outputs."""
 STATUS_ORDER = ("created", "exists", "valid", "failed", "invalid")
 
 
@@ -199,7 +202,7 @@ def _summary_rows(summary: dict) -> list[list[Any]]:
 def write_xlsx(path: Path, sheet: Sheet, results: list[RowResult], keep, title: str,
                summary: dict | None) -> None:
     headers, own, rows = _table(sheet, results, keep, typed=True)
-    text_columns = {c.index for c in sheet.columns if c.field and c.field not in ("latitude", "longitude")}
+    text_columns = {c.index for c in sheet.columns if c.field in KEY_FIELDS}
     with atomic(path) as temporary:
         write_table(temporary, title, headers, own, rows, _summary_rows(summary) if summary else None,
                     text_columns, lambda result: result.cell_problems)

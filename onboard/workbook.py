@@ -10,7 +10,7 @@ from typing import Any
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
 from openpyxl.comments import Comment
-from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.styles import Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.datavalidation import DataValidation
 
@@ -28,6 +28,9 @@ STATUS_FILLS = {
 TEXT = "@"
 WIDTH_SAMPLE = 500
 MAX_WIDTH = 60
+MAX_COMMENTS = 10_000
+"""Beyond this many marked cells, cells are still filled but carry no comment: writing a comment
+costs openpyxl a drawing shape each, and the reason is in the row's `error` cell anyway."""
 
 _NUMBER = re.compile(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?")
 
@@ -64,13 +67,17 @@ def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
         cell.fill = HEADER_FILL
         header_cells.append(cell)
     sheet.append(header_cells)
-    status_at, error_at = own["status"], own["error"]
+    status_at = own["status"]
+    comments = 0
     for _, result, values in rows:
         marked = problem_positions(result)
-        cells = []
+        line: list[Any] = []
         for position, value in enumerate(values):
             if isinstance(value, str):
                 value = neutralise(value) if value else None
+            if position not in ids and position != status_at and position not in marked:
+                line.append(value)  # a plain value: openpyxl writes these fastest
+                continue
             cell = WriteOnlyCell(sheet, value=value)
             if isinstance(value, str):
                 cell.data_type = "s"
@@ -78,13 +85,13 @@ def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
                 cell.number_format = TEXT
             if position == status_at:
                 cell.fill = STATUS_FILLS.get(str(value), PatternFill())
-            if position == error_at and value:
-                cell.alignment = Alignment(wrap_text=False)
             if position in marked:
                 cell.fill = PROBLEM_FILL
-                cell.comment = Comment(marked[position], "onboard", width=300, height=120)
-            cells.append(cell)
-        sheet.append(cells)
+                if comments < MAX_COMMENTS:
+                    cell.comment = Comment(marked[position], "onboard", width=300, height=120)
+                    comments += 1
+            line.append(cell)
+        sheet.append(line)
     if summary is not None:
         page = workbook.create_sheet("Summary")
         page.column_dimensions["A"].width = 60

@@ -254,7 +254,7 @@ def test_a_run_killed_part_way_resumes_to_the_same_results(capsys, tmp_path):
     proc.wait()
     status = subprocess.run([sys.executable, "-m", "onboard", "status", str(source), "--out", str(killed)],
                             capture_output=True, text=True)
-    assert "interrupted" in status.stdout and "resources" in status.stdout and "again to resume" in status.stdout
+    assert "interrupted" in status.stdout and "resources" in status.stdout and "command again to resume" in status.stdout
     resumed = _start(source, killed, killed / "e.sqlite")
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
@@ -324,3 +324,51 @@ def test_one_run_at_a_time_per_journal(capsys, tmp_path):
 def test_status_without_journals_says_so(capsys, tmp_path):
     code, out, _ = run(capsys, "status")
     assert code == 0 and "no onboard run found here" in out
+
+
+def _big_sheet(folder: Path, customers: int) -> Path:
+    rows = []
+    for n in range(customers):
+        body = "70705750" + f"{n:09d}"
+        total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
+        mpid = body + str((10 - total % 10) % 10)
+        rows.append([f"k{n}", "home", "", mpid, "", "", f"WH-{n}", "HotWaterTank"])
+        rows.append([f"k{n}", "home", "", mpid, "", "", f"CH-{n}", "EV charger"])
+        if n % 3 == 0:
+            rows.append([f"k{n}", "", "", "", "", "", f"VIN-{n}", "car"])
+    return write_csv(folder / "big.csv", rows, HEADERS)
+
+
+@pytest.mark.slow
+def test_chaos_on_a_larger_sheet(capsys, tmp_path, monkeypatch, fast_retries):
+    source = _big_sheet(tmp_path, 600)
+    knobs(monkeypatch, fail_rate=0.15, lost_rate=0.15, revoke_rate=0.02, max_inflight=5, rate=500,
+          max_batch=40, token_ttl=2, latency_ms=2, seed=99)
+    state = tmp_path / "e.sqlite"
+    code, _, err = run(capsys, "run", source, "--out", tmp_path, *local(state))
+    assert code == 0, err
+    assert {r["status"] for r in read_csv(tmp_path / "big.results.csv")} == {"created"}
+    assert_registered_exactly(state, source)
+    summary = summary_of(tmp_path, "big")
+    assert summary["batch_size"] <= 40 and summary["retries"] > 50 and summary["token_refreshes"] > 0
+
+
+@pytest.mark.slow
+def test_killed_twice_at_different_stages_resumes(tmp_path):
+    source = _big_sheet(tmp_path, 150)
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert _start(source, whole, whole / "e.sqlite", latency_ms=0).wait(timeout=300) == 0
+    journal = killed / "big.journal.sqlite"
+    proc = _start(source, killed, killed / "e.sqlite", latency_ms=40)
+    _wait_for(journal, "location", 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc = _start(source, killed, killed / "e.sqlite", latency_ms=40)
+    _wait_for(journal, "resource", 60, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    last = _start(source, killed, killed / "e.sqlite", latency_ms=0)
+    _, err = last.communicate(timeout=300)
+    assert last.returncode == 0, err
+    assert read_csv(killed / "big.results.csv") == read_csv(whole / "big.results.csv")
+    assert_registered_exactly(killed / "e.sqlite", source)
