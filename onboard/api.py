@@ -398,15 +398,15 @@ def _describe(exc: httpx.TransportError) -> str:
 
 @asynccontextmanager
 async def connect(target: Target, concurrency: int = 16, tuning: Tuning | None = None,
-                  transport: httpx.AsyncBaseTransport | None = None,
-                  emulator_knobs=None) -> AsyncIterator[Api]:
+                  transport: httpx.AsyncBaseTransport | None = None, emulator_knobs=None,
+                  stats: Stats | None = None) -> AsyncIterator[Api]:
     """An `Api` for the target; `--env local` puts the emulator behind the same client in-process."""
     if transport is None and target.local:
         from onboard.emulator import EmulatorSettings, create_app
 
         knobs = emulator_knobs or EmulatorSettings(**({"state": target.state} if target.state else {}))
         transport = httpx.ASGITransport(app=create_app(knobs))
-    stats = Stats()
+    stats = stats or Stats()
     auth = ClientCredentials(target.token_url, target.client_id, target.client_secret, stats=stats)
     tuning = tuning or Tuning()
     async with httpx.AsyncClient(

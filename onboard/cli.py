@@ -13,14 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
 
 from onboard import __version__, api, contract, plan as planning, records, report, sheet as sheets
 from onboard.emulator.faults import EmulatorSettings
 from onboard.errors import ConfigError, Interrupted, OnboardError, UsageError
 from onboard.journal import Journal, journal_path, progress as progress_of
 from onboard.pipeline import BatchSize, Ledger, Run, stop_everything
-from onboard.settings import ENVIRONMENTS, Target, Tuning, target
+from onboard.settings import ENVIRONMENTS, Target, Tuning, load, target
 
 SHOWN_PROBLEMS = 10
 
@@ -34,22 +33,11 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
                             metavar=name.split("_")[-1].upper(), help=field.description)
 
 
-def _emulator_settings(args: argparse.Namespace, **extra) -> EmulatorSettings:
+def _emulator_settings(args: argparse.Namespace) -> EmulatorSettings:
     given = {k.removeprefix("knob_"): v for k, v in vars(args).items() if k.startswith("knob_") and v is not None}
     if getattr(args, "state", None):
         given["state"] = args.state
-    try:
-        return EmulatorSettings(**given, **extra)
-    except ValidationError as exc:
-        raise ConfigError(_settings_problem(exc, "emulator setting")) from None
-
-
-def _settings_problem(exc: ValidationError, what: str) -> str:
-    lines = [f"invalid {what}:"]
-    for error in exc.errors():
-        where = "-".join(str(p) for p in error["loc"]).replace("_", "-")
-        lines.append(f"  --{where}: {error['msg']} (got {error.get('input')!r})")
-    return "\n".join(lines)
+    return load(EmulatorSettings, "emulator settings", flags=True, **given)
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
@@ -182,21 +170,16 @@ def _confirm_production(args: argparse.Namespace, where: Target, plan: planning.
         raise UsageError("not confirmed; nothing was sent")
 
 
-async def _execute(where: Target, plan: planning.Plan, ledger: Ledger, args: argparse.Namespace,
-                   progress: dict) -> None:
+async def _execute(run_with: dict, where: Target, plan: planning.Plan, ledger: Ledger,
+                   args: argparse.Namespace) -> None:
     """Sign in, then run the stages; SIGTERM stops it like Ctrl-C does."""
-    task = asyncio.current_task()
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    loop.add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     try:
-        async with api.connect(where, args.concurrency, Tuning()) as client:
-            progress["stats"] = client.stats
+        async with api.connect(where, args.concurrency, run_with["tuning"], emulator_knobs=run_with["knobs"],
+                               stats=run_with["stats"]) as client:
             await client.sign_in()
-            progress["signed_in"] = True
-            run = Run(client, plan, ledger, BatchSize(args.batch_size), args.concurrency,
-                      show_progress=args.progress)
-            progress["batch"] = run.batch
-            await run()
+            await Run(client, plan, ledger, run_with["batch"], args.concurrency, show_progress=args.progress)()
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
 
@@ -210,23 +193,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         results = report.row_results(sheet, plan, None)
         return _finish(outputs, sheet, results, report.summarise(sheet, plan, results, None))
     where = target(args.env, args.base_url, args.token_url, Path(args.state) if args.state else None)
+    run_with = {"tuning": load(Tuning, "ONBOARD_* settings"), "stats": api.Stats(),
+                "batch": BatchSize(args.batch_size), "knobs": None}
     if where.local:
-        state = where.state or EmulatorSettings().state
-        print(f"onboard: --env local: the emulator runs in-process, state in {state}", file=sys.stderr)
+        state = {"state": where.state} if where.state else {}
+        run_with["knobs"] = load(EmulatorSettings, "ONBOARD_EMULATOR_* settings", **state)
+        print(f"onboard: --env local: the emulator runs in-process, state in {run_with['knobs'].state}",
+              file=sys.stderr)
     _confirm_production(args, where, plan)
     planned = {"users": len(plan.users), "locations": len(plan.locations), "resources": len(plan.resources)}
     journal = Journal.open(journal_path(outputs.results.parent, sheet.path), sheet.path, where.base_url, planned)
+    stats = run_with["stats"]
     try:
         ledger = Ledger(journal, journal.outcomes() if journal.resumed else ())
         if journal.resumed:
             print(f"onboard: resuming the unfinished run of {sheet.path.name} ({len(ledger.outcomes)} entities "
                   f"already settled; journal {journal.path})", file=sys.stderr)
-        progress: dict = {}
         stopped: OnboardError | None = None
         try:
-            asyncio.run(_execute(where, plan, ledger, args, progress))
+            asyncio.run(_execute(run_with, where, plan, ledger, args))
         except OnboardError as exc:
-            if not progress.get("signed_in"):
+            if not stats.token_fetches:
+                journal.discard()
                 raise
             stopped = exc
         except (KeyboardInterrupt, asyncio.CancelledError):
@@ -236,17 +224,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if stopped is not None:
             stop_everything(plan, ledger, f"not sent: {stopped}")
         results = report.row_results(sheet, plan, ledger)
-        extra: dict = {"environment": where.env, "base_url": where.base_url, "resumed": journal.resumed}
-        if "stats" in progress:
-            extra.update(progress["stats"].as_dict())
-        if "batch" in progress:
-            extra["batch_size"] = progress["batch"].value
-        extra["seconds"] = round(time.monotonic() - started, 2)
-        if stopped is None:
-            extra["journal"] = "closed"
-        else:
-            extra["journal"] = str(journal.path)
-        code = _finish(outputs, sheet, results, report.summarise(sheet, plan, results, ledger, **extra))
+        summary = report.summarise(
+            sheet, plan, results, ledger, environment=where.env, base_url=where.base_url, resumed=journal.resumed,
+            **stats.as_dict(), batch_size=run_with["batch"].value, seconds=round(time.monotonic() - started, 2),
+            journal="closed" if stopped is None else str(journal.path),
+        )
+        code = _finish(outputs, sheet, results, summary)
     finally:
         journal.release()
     if stopped is not None:

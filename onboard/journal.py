@@ -155,6 +155,12 @@ class Journal:
             self._db.execute("UPDATE runs SET discovered = 1 WHERE id = ?", (self.run,))
         self.discovered = True
 
+    def discard(self) -> None:
+        """Forget a run that never got to send anything (its credentials were refused)."""
+        if not self.resumed:
+            with self._db:
+                self._db.execute("DELETE FROM runs WHERE id = ?", (self.run,))
+
     def finish(self) -> None:
         """The run reached its end: close it, so the next run of this input starts anew."""
         with self._db:

@@ -80,12 +80,10 @@ class BatchSize:
     """The batch size in use: starts at `--batch-size`, halves for the rest of the run on a 413."""
 
     value: int
-    shrunk: int = 0
 
     def shrink(self, refused: int) -> None:
         if refused <= self.value:
             self.value = max(1, refused // 2)
-            self.shrunk += 1
 
 
 @dataclass(frozen=True)
@@ -112,9 +110,11 @@ def compare_location(planned: Location, held: dict[str, Any]) -> Match:
         warnings.append(f"location {planned.id} is registered with meter point ids "
                         f"{', '.join(held.get('meterPointIds') or []) or '(none)'}, not "
                         f"{', '.join(planned.meter_point_ids)}")
-    coordinates = held.get("coordinates")
-    if planned.coordinates and (not coordinates or not math.isclose(coordinates["latitude"], planned.coordinates.latitude)
-                                or not math.isclose(coordinates["longitude"], planned.coordinates.longitude)):
+    held_at = held.get("coordinates") or {}
+    if planned.coordinates and not (
+        math.isclose(held_at.get("latitude", math.inf), planned.coordinates.latitude)
+        and math.isclose(held_at.get("longitude", math.inf), planned.coordinates.longitude)
+    ):
         warnings.append(f"location {planned.id} is registered at other coordinates")
     if planned.location_type and held.get("locationType") != planned.location_type:
         warnings.append(f"location {planned.id} is registered as {held.get('locationType')}, "
@@ -247,28 +247,26 @@ class Run:
                     self._settle_match("resource", resource.id, compare_resource(resource, held[resource.id]),
                                        "exists")
 
-        reads = [held_locations(u) for u in locations] + [held_resources(u) for u in resources]
-        await each(reads, lambda read: read, self.concurrency)
+        await asyncio.gather(each(locations, held_locations, self.concurrency),
+                             each(resources, held_resources, self.concurrency))
 
     async def _existing_users(self, users: list[str]) -> set[str]:
         """Listing every user costs a page per thousand; asking for each costs one per user: take
         the cheaper of the two."""
         first = await self.api.users_page(1, LIST_PAGE_SIZE)
-        if not first.ok:
-            found: set[str] = set()
-        else:
-            pagination = first.body["pagination"]
-            pages = math.ceil(pagination["totalRecords"] / max(1, pagination["pageSize"]))
+        found: set[str] = set()
+        if first.ok:
+            size = first.body["pagination"]["pageSize"]
+            pages = math.ceil(first.body["pagination"]["totalRecords"] / max(1, size))
             if pages - 1 <= len(users):
                 listed = {u["userId"] for u in first.body.get("users", [])}
 
                 async def page(n: int) -> None:
-                    answer = await self.api.users_page(n, pagination["pageSize"])
+                    answer = await self.api.users_page(n, size)
                     listed.update(u["userId"] for u in (answer.body or {}).get("users", []))
 
                 await each(range(2, pages + 1), page, self.concurrency)
                 return {u for u in users if u in listed}
-            found = set()
 
         async def ask(user_id: str) -> None:
             if (await self.api.user(user_id)).ok:
@@ -309,8 +307,8 @@ class Run:
             root = f"{parent[0]} {parent[1]} was not registered: {held.reason}"
         return Outcome("failed", f"blocked: {root}", final=held.final)
 
-    async def create(self, stage: Stage, items: dict[str, Any], uncertain: set[tuple[str, str]] = frozenset()
-                     ) -> None:
+    async def create(self, stage: Stage, items: dict[str, Any],
+                     uncertain: set[tuple[str, str]] = frozenset()) -> None:
         """Send what of `items` is not settled; what an interrupted run sent without keeping the
         answer (`uncertain`) is looked up first."""
         pending, unsure = [], []
@@ -324,8 +322,9 @@ class Run:
             else:
                 (unsure if (stage.kind, entity_id) in uncertain else pending).append(item)
         size = self.batch.value if stage.batched else 1
-        work = [(chunk, True) for chunk in _chunks(unsure, size)] + [(chunk, False) for chunk in _chunks(pending, size)]
-        await each(work, lambda job: self._send(stage, job[0], ambiguous=job[1]), self.concurrency)
+        work = [(chunk, True) for chunk in _chunks(unsure, size)]
+        work += [(chunk, False) for chunk in _chunks(pending, size)]
+        await each(work, lambda job: self._send(stage, *job), self.concurrency)
 
     async def _send(self, stage: Stage, items: list, ambiguous: bool = False) -> None:
         if ambiguous:

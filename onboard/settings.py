@@ -42,6 +42,20 @@ class Tuning(BaseSettings):
     timeout: float = Field(60.0, gt=0, description="seconds to wait for one answer")
 
 
+def load(model: type[BaseSettings], what: str, flags: bool = False, **given):
+    """Settings from the environment, `.env` and `given`; a wrong value is a message, not a traceback.
+    With `flags`, values are named as the command line's flags."""
+    try:
+        return model(**given)
+    except ValidationError as exc:
+        lines = [f"invalid {what}:"]
+        for error in exc.errors():
+            name = "_".join(str(p) for p in error["loc"])
+            name = "--" + name.replace("_", "-") if flags else name
+            lines.append(f"  {name}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigError("\n".join(lines)) from None
+
+
 @dataclass(frozen=True)
 class Target:
     """The API a run talks to."""
@@ -61,10 +75,7 @@ class Target:
 def target(env: str, base_url: str | None = None, token_url: str | None = None,
            state: Path | None = None) -> Target:
     """Resolve `--env`, `--base-url` and `--token-url` with the credentials from the environment."""
-    try:
-        credentials = Credentials()
-    except ValidationError as exc:
-        raise ConfigError(f"the SPARK_* settings cannot be read: {exc.errors()[0]['msg']}") from None
+    credentials = load(Credentials, "SPARK_* settings")
     if env == "local":
         return Target(
             env,
