@@ -99,6 +99,7 @@ class Stats:
     retries: int = 0
     throttled: int = 0
     token_fetches: int = 0
+    lowest_concurrency: int | None = None
     by_status: Counter = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
@@ -107,6 +108,7 @@ class Stats:
             "retries": self.retries,
             "throttled": self.throttled,
             "token_refreshes": max(0, self.token_fetches - 1),
+            "lowest_concurrency": self.lowest_concurrency,
             "statuses": {str(k): v for k, v in sorted(self.by_status.items())},
         }
 
@@ -239,6 +241,7 @@ class Throttle:
     def __init__(self, ceiling: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.ceiling = ceiling
         self.limit = float(ceiling)
+        self.lowest = ceiling
         self.inflight = 0
         self.clock = clock
         self._last_cut = -math.inf
@@ -258,6 +261,7 @@ class Throttle:
     def throttled(self, started: float) -> None:
         if started >= self._last_cut:
             self.limit = max(1.0, self.limit / 2)
+            self.lowest = min(self.lowest, int(self.limit))
             self._last_cut = self.clock()
 
     def succeeded(self) -> None:
@@ -417,4 +421,8 @@ async def connect(target: Target, concurrency: int = 16, tuning: Tuning | None =
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         headers={"user-agent": f"onboard/{__version__}"},
     ) as client:
-        yield Api(client, auth, Throttle(concurrency), tuning, stats)
+        throttle = Throttle(concurrency)
+        try:
+            yield Api(client, auth, throttle, tuning, stats)
+        finally:
+            stats.lowest_concurrency = throttle.lowest

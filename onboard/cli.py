@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -65,10 +66,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
                       f"--token-url {base}/connect/token\n"
                       "Ctrl-C to stop.", flush=True)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="off")).run()
-    except KeyboardInterrupt:
-        pass
     print("emulator stopped")
     return 0
 
@@ -202,7 +201,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     _confirm_production(args, where, plan)
     planned = {"users": len(plan.users), "locations": len(plan.locations), "resources": len(plan.resources)}
-    journal = Journal.open(journal_path(outputs.results.parent, sheet.path), sheet.path, where.base_url, planned)
+    api_key = where.base_url if not where.local else f"{where.base_url} (state {run_with['knobs'].state.resolve()})"
+    journal = Journal.open(journal_path(outputs.results.parent, sheet.path), sheet.path, api_key, planned)
     stats = run_with["stats"]
     try:
         ledger = Ledger(journal, journal.outcomes() if journal.resumed else ())
@@ -292,6 +292,14 @@ def _input_flags(parser: argparse.ArgumentParser) -> None:
                         help="refuse meter point ids whose GS1 check digit fails (default: warn)")
 
 
+def _api_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", choices=ENVIRONMENTS, default="sandbox",
+                        help="which API: the vendor's sandbox (default), production, or the local emulator")
+    parser.add_argument("--base-url", metavar="URL", help="the API's base URL, overriding --env")
+    parser.add_argument("--token-url", metavar="URL", help="the OAuth2 token endpoint")
+    parser.add_argument("--state", metavar="FILE", help="--env local: the emulator's SQLite state file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onboard",
@@ -303,11 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="register the sheet's customers, sites and devices",
                               description="Register the sheet's users, locations and resources.")
     _input_flags(run)
-    run.add_argument("--env", choices=ENVIRONMENTS, default="sandbox",
-                     help="which API: the vendor's sandbox (default), production, or the local emulator")
-    run.add_argument("--base-url", metavar="URL", help="the API's base URL, overriding --env")
-    run.add_argument("--token-url", metavar="URL", help="the OAuth2 token endpoint")
-    run.add_argument("--state", metavar="FILE", help="--env local: the emulator's SQLite state file")
+    _api_flags(run)
     run.add_argument("--batch-size", type=_positive, default=100, metavar="N",
                      help="users or locations per batch request (default 100; halved on 413)")
     run.add_argument("--concurrency", type=_positive, default=16, metavar="N",
@@ -319,8 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     validate = commands.add_parser("validate", help="check the sheet without calling the API",
-                                   description="Check every row; write the outputs with statuses valid/invalid.")
+                                   description="Check every row; write the outputs with statuses valid/invalid. "
+                                   "Nothing is sent: the API options are accepted so a validate command line "
+                                   "can become a run one.")
     _input_flags(validate)
+    _api_flags(validate)
     validate.set_defaults(handler=cmd_validate)
 
     template = commands.add_parser("template", help="write an empty customer sheet to fill in",

@@ -91,7 +91,7 @@ class Operation:
         if len(segments) != len(self.segments):
             return None
         params: dict[str, str] = {}
-        for want, got in zip(self.segments, segments):
+        for want, got in zip(self.segments, segments, strict=True):
             if want.startswith("{"):
                 params[want[1:-1]] = got
             elif want != got:

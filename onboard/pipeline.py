@@ -357,7 +357,7 @@ class Run:
         goes again."""
         matches = await asyncio.gather(*(stage.probe(item) for item in items))
         rest = []
-        for item, match in zip(items, matches):
+        for item, match in zip(items, matches, strict=True):
             if match.found:
                 self._settle_match(stage.kind, item.id, match, "created")
             else:

@@ -151,7 +151,7 @@ def build(checked: list[Checked]) -> Plan:
     positional = _positions(checked)
     for row_plan in plan.rows:
         row_plan.resource_id = positional.get(row_plan.number)
-    valid = [(p, c.row) for p, c in zip(plan.rows, checked) if c.valid]
+    valid = [(p, c.row) for p, c in zip(plan.rows, checked, strict=True) if c.valid]
 
     customers: dict[str, list[tuple[RowPlan, Row]]] = defaultdict(list)
     for row_plan, row in valid:

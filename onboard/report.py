@@ -165,7 +165,7 @@ def _table(sheet: Sheet, results: list[RowResult], keep: Callable[[RowResult], b
     fields = {c.index for c in sheet.columns if c.field}
     by_position = {position: name for name, position in own.items()}
     rows = []
-    for sheet_row, result in zip(sheet.rows, results):
+    for sheet_row, result in zip(sheet.rows, results, strict=True):
         if not keep(result):
             continue
         mine = _own_values(result)

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 import httpx
 from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
-from openpyxl import Workbook, load_workbook
+from openpyxl import load_workbook
 
 from onboard import cli, contract
 from onboard.emulator.store import Store
@@ -33,20 +33,6 @@ def write_csv(path: Path, rows: list[list[object]], headers: list[str] = HEADERS
     return path
 
 
-def write_xlsx(path: Path, rows: list[list[object]], headers: list[str] = HEADERS, title: str = "Sheet1",
-               above: list[list[object]] = ()) -> Path:
-    workbook = Workbook()
-    sheet = workbook.active
-    sheet.title = title
-    for line in above:
-        sheet.append(line)
-    sheet.append(headers)
-    for row in rows:
-        sheet.append([None if v == "" else v for v in row])
-    workbook.save(path)
-    return path
-
-
 def read_csv(path: Path, delimiter: str = ",", encoding: str = "utf-8") -> list[dict[str, str]]:
     with path.open(newline="", encoding=encoding) as handle:
         return list(csv.DictReader(handle, delimiter=delimiter))
@@ -55,7 +41,7 @@ def read_csv(path: Path, delimiter: str = ",", encoding: str = "utf-8") -> list[
 def read_xlsx(path: Path, sheet: str | None = None) -> list[dict[str, object]]:
     workbook = load_workbook(path)
     rows = list((workbook[sheet] if sheet else workbook.worksheets[0]).iter_rows(values_only=True))
-    return [dict(zip(rows[0], r)) for r in rows[1:]]
+    return [dict(zip(rows[0], r, strict=True)) for r in rows[1:]]
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:

@@ -176,7 +176,7 @@ def test_a_mapping_to_an_unknown_field_is_a_clear_error(capsys, tmp_path):
 def test_every_enum_spelling(capsys, tmp_path):
     sheet = sheets.read(FIXTURES / "enum-spellings.csv")
     expected = sheet.column("customer_id").index + 6
-    for sheet_row, checked in zip(sheet.rows, check(sheet)):
+    for sheet_row, checked in zip(sheet.rows, check(sheet), strict=True):
         assert checked.valid, checked.problems
         assert sheet_row.cells[expected] in (checked.row.resource_type, checked.row.location_type)
 

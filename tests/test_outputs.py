@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import HEADERS, MPIDS, REPO, SAMPLES, local, read_csv, read_xlsx, run, write_csv, write_xlsx
+from helpers import HEADERS, MPIDS, REPO, SAMPLES, local, read_csv, read_xlsx, run, write_csv
 from openpyxl import load_workbook
 
 
@@ -19,6 +19,8 @@ def test_validate_marks_rows_valid_or_invalid_and_exits_by_them(capsys, tmp_path
     code, out, err = run(capsys, "validate", bad)
     assert code == 1 and "1 valid, 0 failed, 1 invalid" in out
     assert [r["row"] for r in read_csv(tmp_path / "bad.errors.csv")] == ["3"]
+    assert run(capsys, "validate", good, "--env", "local", "--state", tmp_path / "unused.sqlite")[0] == 0
+    assert not (tmp_path / "unused.sqlite").exists()
 
 
 def test_results_keep_every_row_in_order_with_the_inputs_own_columns(capsys, tmp_path):

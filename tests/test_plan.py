@@ -20,7 +20,7 @@ def problems(plan, number):
 
 
 def test_ids_are_uuid5_of_the_partners_keys_and_never_change():
-    assert NAMESPACE == uuid.UUID("5b0c3c3e-6f0e-5a43-9d35-0b6a1f1e7a10")
+    assert uuid.UUID("5b0c3c3e-6f0e-5a43-9d35-0b6a1f1e7a10") == NAMESPACE
     assert derived_id("user", "4711") == "8cbc6b11-dfe0-5b4b-8dd8-321590baca76"
     assert derived_id("user", "4711") == str(uuid.uuid5(NAMESPACE, "user\x1f4711"))
 

@@ -29,6 +29,7 @@ from onboard.records import has_valid_check_digit
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
+BATCH_OPERATIONS = frozenset({"PostUsers", "PostLocations"})
 
 
 class Refused(Exception):
@@ -389,8 +390,8 @@ class Emulator:
         await self.faults(scope, receive, send)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
+        if scope["type"] == "lifespan":  # nothing to start or stop, but servers may ask
+            while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
@@ -472,9 +473,9 @@ class Emulator:
         problems = contract.request_problems(op.request_schema, body)
         if problems:
             raise Refused(400, "; ".join(dict.fromkeys(problems)), problems[0].split(":", 1)[0])
-        if "Batch" in op.request_schema and self.knobs.max_batch is not None:
-            if len(next(iter(body.values()))) > self.knobs.max_batch:
-                raise Refused(413)
+        limit = self.knobs.max_batch
+        if op.id in BATCH_OPERATIONS and limit is not None and len(next(iter(body.values()))) > limit:
+            raise Refused(413)
         return body
 
 
