@@ -23,7 +23,7 @@ from onboard.errors import InputError
 from onboard.pipeline import Ledger
 from onboard.plan import Plan, RowPlan
 from onboard.records import Problem
-from onboard.sheet import FIELDS, OUTPUT_COLUMNS, Sheet
+from onboard.sheet import FIELDS, OUTPUT_COLUMNS, WORKBOOKS, Sheet
 from onboard.workbook import neutralise, write_table, write_template_workbook
 
 ID_FIELDS = ("user_id", "location_id", "resource_id")
@@ -111,7 +111,7 @@ class Outputs:
     @classmethod
     def beside(cls, source: Path, out: Path | None) -> Outputs:
         folder = out or source.parent
-        suffix = ".xlsx" if source.suffix.lower() in (".xlsx", ".xlsm") else source.suffix.lower()
+        suffix = ".xlsx" if source.suffix.lower() in WORKBOOKS else source.suffix.lower()
         outputs = cls(folder / f"{source.stem}.results{suffix}", folder / f"{source.stem}.errors{suffix}",
                       folder / f"{source.stem}.summary.json")
         if source.resolve() in (outputs.results.resolve(), outputs.errors.resolve()):

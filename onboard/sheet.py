@@ -19,6 +19,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
 
+from python_calamine import CalamineError, CalamineWorkbook, PasswordError
+
 from onboard.errors import InputError
 
 # The sheet's own columns, with the names partners use for them. Matching ignores case, spaces,
@@ -46,6 +48,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
 OUTPUT_COLUMNS = ("row", "status", "user_id", "location_id", "resource_id", "error", "warnings")
 OWN_COLUMNS = frozenset({"row", "status", "error", "warnings"})
 
+WORKBOOKS = (".xlsx", ".xlsm", ".xls", ".ods")
+"""Read by python-calamine; their outputs are written as .xlsx."""
 HEADER_SEARCH_ROWS = 30
 CSV_DELIMITERS = (",", ";", "\t")
 
@@ -132,6 +136,7 @@ class CsvReader:
     format = "csv"
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         raw = path.read_bytes()
         self.encoding = _detect_encoding(raw)
         self.text = raw.decode(self.encoding)
@@ -149,29 +154,35 @@ class CsvReader:
                 yield line + 1, list(record)
                 line = reader.line_num
         except csv.Error as exc:
-            raise InputError(f"{line + 1}: the CSV cannot be read here ({exc})") from None
+            raise InputError(f"{self.path.name}, line {line + 1}: the CSV cannot be read there ({exc})") from None
 
 
 class XlsxReader:
     format = "xlsx"
 
     def __init__(self, path: Path, sheet: str | None = None) -> None:
-        from python_calamine import CalamineError, CalamineWorkbook
-
         try:
             workbook = CalamineWorkbook.from_path(str(path))
+        except PasswordError:
+            raise InputError(f"{path.name} is protected by a password: save a copy without one") from None
         except (CalamineError, OSError, ValueError) as exc:
             raise InputError(f"{path.name} is not a workbook Excel can open ({exc})") from None
         names = workbook.sheet_names
         if sheet is not None and sheet not in names:
             raise InputError(f"{path.name} has no sheet named {sheet!r}; its sheets are: {', '.join(names)}")
+        self.path = path
         self.sheet_name = sheet or names[0]
-        self.sheet = workbook.get_sheet_by_name(self.sheet_name)
+        self.workbook = workbook
 
     def records(self) -> Iterator[tuple[int, list[object]]]:
-        first = self.sheet.start[0] if self.sheet.start else 0
-        for offset, values in enumerate(self.sheet.to_python()):
-            yield first + offset + 1, values
+        try:
+            sheet = self.workbook.get_sheet_by_name(self.sheet_name)
+            values = sheet.to_python()
+        except (CalamineError, ValueError) as exc:
+            raise InputError(f"{self.path.name}: sheet {self.sheet_name!r} cannot be read ({exc})") from None
+        first = sheet.start[0] if sheet.start else 0
+        for offset, row in enumerate(values):
+            yield first + offset + 1, row
 
 
 def _detect_encoding(raw: bytes) -> str:
@@ -228,13 +239,14 @@ def open_reader(path: Path, sheet: str | None = None) -> Reader:
         raise InputError(f"{path} does not exist")
     if path.is_dir():
         raise InputError(f"{path} is a folder, not a sheet")
-    if suffix in (".xlsx", ".xlsm"):
+    if suffix in WORKBOOKS:
         return XlsxReader(path, sheet)
     if suffix in (".csv", ".txt", ".tsv"):
         if sheet is not None:
             raise InputError("--sheet applies to Excel workbooks; a CSV file has one sheet")
         return CsvReader(path)
-    raise InputError(f"{path.name}: onboard reads .xlsx and .csv files (save the sheet as one of them)")
+    raise InputError(f"{path.name}: onboard reads Excel workbooks (.xlsx, .xls, .ods) and .csv files "
+                     "(save the sheet as one of them)")
 
 
 # headers

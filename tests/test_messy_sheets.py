@@ -238,3 +238,13 @@ def test_formulas_are_neutralised_in_every_output(capsys, tmp_path):
     run(capsys, "validate", tmp_path / "f.xlsx")
     cell = load_workbook(tmp_path / "f.results.xlsx").worksheets[0]["C2"]
     assert cell.value == "'@cmd" and cell.data_type == "s"
+
+
+@pytest.mark.parametrize("name", ["title-rows.ods", "title-rows.xls"])
+def test_other_workbook_formats_read_alike_and_answer_in_xlsx(capsys, tmp_path, name):
+    """Converted from title-rows.xlsx by LibreOffice (soffice --convert-to ods|xls)."""
+    sheet = sheets.read(FIXTURES / name)
+    assert sheet.header_row == 4 and [r.number for r in sheet.rows] == [5, 7]
+    assert [r.cells[:3] for r in sheet.rows] == [r.cells[:3] for r in sheets.read(FIXTURES / "title-rows.xlsx").rows]
+    assert run(capsys, "validate", FIXTURES / name, "--out", tmp_path)[0] == 0
+    assert [r["status"] for r in read_xlsx(tmp_path / f"{Path(name).stem}.results.xlsx")] == ["valid", "valid"]

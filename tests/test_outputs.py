@@ -128,7 +128,7 @@ def test_xlsx_row_numbers_are_excels_and_sheet_can_be_chosen(capsys, tmp_path):
 
 @pytest.mark.parametrize("name, content, words", [
     ("missing.csv", None, "does not exist"),
-    ("notes.pdf", b"%PDF", "reads .xlsx and .csv"),
+    ("notes.pdf", b"%PDF", "reads Excel workbooks (.xlsx, .xls, .ods) and .csv files"),
     ("broken.xlsx", b"not a zip", "not a workbook"),
     ("empty.csv", b"", "is empty"),
     ("headers.csv", b"name,address\nKari,Oslo\n", "no customer_id column"),
