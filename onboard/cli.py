@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import time
 import tomllib
@@ -51,6 +52,12 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     if args.reset:
         print(f"{'wiped' if wipe(knobs.state) else 'nothing to wipe at'} {knobs.state}")
         return 0
+    with socket.socket() as probe:
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as exc:
+            raise ConfigError(f"cannot serve on {args.host}:{args.port} ({exc.strerror}): choose another --port"
+                              ) from None
     app = create_app(knobs)
     logging.getLogger("uvicorn.error").addFilter(QuietDrops())
     base = f"http://{args.host}:{args.port}"

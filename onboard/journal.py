@@ -83,8 +83,10 @@ class Journal:
     def open(cls, path: Path, source: Path, base_url: str, planned: dict[str, int]) -> Journal:
         """Resume the open run of this input and API, or start a new one. Only one process at a
         time works on a journal."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(_lock_path(path), "a+")  # noqa: SIM115 - held for the journal's life
+        try:
+            lock = open(_lock_path(path), "a+")  # noqa: SIM115 - held for the journal's life
+        except OSError as exc:
+            raise ConfigError(f"cannot keep the journal beside the outputs ({exc.strerror}): {path}") from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -97,7 +99,11 @@ class Journal:
         lock.truncate()
         lock.write(str(os.getpid()))
         lock.flush()
-        db = _connect(path)
+        try:
+            db = _connect(path)
+        except sqlite3.Error as exc:
+            lock.close()
+            raise ConfigError(f"the journal {path} cannot be used ({exc}): move it away to start afresh") from None
         sha = fingerprint(source)
         row = db.execute("SELECT id, discovered FROM runs WHERE input_sha256 = ? AND base_url = ? AND state = 'open'",
                          (sha, base_url)).fetchone()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onboard.errors import InputError
+from onboard.errors import ConfigError, InputError
 from onboard.pipeline import Ledger
 from onboard.plan import Plan, RowPlan
 from onboard.records import Problem
@@ -111,6 +111,12 @@ class Outputs:
     @classmethod
     def beside(cls, source: Path, out: Path | None) -> Outputs:
         folder = out or source.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the output folder {folder}: {exc.strerror}") from None
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise ConfigError(f"cannot write the outputs to {folder}: choose a folder you can write with --out")
         suffix = ".xlsx" if source.suffix.lower() in WORKBOOKS else source.suffix.lower()
         outputs = cls(folder / f"{source.stem}.results{suffix}", folder / f"{source.stem}.errors{suffix}",
                       folder / f"{source.stem}.summary.json")
@@ -123,12 +129,18 @@ class Outputs:
 def atomic(path: Path) -> Iterator[Path]:
     """Write to a temporary file beside `path`, then rename it into place: a reader never sees a
     half-written output, and a crash leaves the previous one intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
     os.close(fd)
     try:
         yield Path(temporary)
         os.replace(temporary, path)
+    except OSError as exc:
+        Path(temporary).unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror} (is it open in another program?)") from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

@@ -72,9 +72,16 @@ class Target:
         return self.env == "local"
 
 
+def _url(value: str | None, flag: str) -> str | None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{flag} {value!r} is not an http:// or https:// URL")
+    return value
+
+
 def target(env: str, base_url: str | None = None, token_url: str | None = None,
            state: Path | None = None) -> Target:
     """Resolve `--env`, `--base-url` and `--token-url` with the credentials from the environment."""
+    base_url, token_url = _url(base_url, "--base-url"), _url(token_url, "--token-url")
     credentials = load(Credentials, "SPARK_* settings")
     if env == "local":
         return Target(

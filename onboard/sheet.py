@@ -137,7 +137,10 @@ class CsvReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        raw = path.read_bytes()
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"{path} cannot be read: {exc.strerror}") from None
         self.encoding = _detect_encoding(raw)
         self.text = raw.decode(self.encoding)
         self.delimiter = _detect_delimiter(self.text)

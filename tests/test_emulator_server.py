@@ -115,3 +115,13 @@ def test_onboard_run_against_the_served_emulator_over_http(serve, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "125 rows: 125 created" in done.stdout
+
+
+def test_a_busy_port_is_a_clear_message(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "onboard", "emulator", "--port", str(port), "--state",
+                               str(tmp_path / "s.sqlite")], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "choose another --port" in done.stderr and "Traceback" not in done.stderr

@@ -187,3 +187,23 @@ def test_progress_bars_go_to_stderr(capsys, tmp_path):
     assert code == 0
     assert "users: 100%" in err and "locations: 100%" in err and "resources: 100%" in err
     assert "100%" not in out
+
+
+def test_unwritable_places_and_bad_urls_are_messages_not_tracebacks(capsys, tmp_path):
+    good = write_csv(tmp_path / "in.csv", [["1", "home", "", MPIDS[0], "", "", "", ""]])
+    (tmp_path / "a-file").write_text("")
+    code, _, err = run(capsys, "validate", good, "--out", tmp_path / "a-file" / "sub")
+    assert code == 2 and "cannot create the output folder" in err
+    (tmp_path / "in.results.csv").mkdir()  # an output path that cannot be replaced
+    code, _, err = run(capsys, "validate", good)
+    assert code == 2 and "cannot write" in err and "Traceback" not in err
+    (tmp_path / "garbage.sqlite").write_text("this is not a database, it is a shopping list")
+    code, _, err = run(capsys, "run", good, "--out", tmp_path / "o", "--env", "local", "--state",
+                       tmp_path / "garbage.sqlite")
+    assert code == 2 and "state file" in err and "Traceback" not in err
+    code, _, err = run(capsys, "run", good, "--out", tmp_path / "o", "--env", "local", "--base-url", "emulator.local")
+    assert code == 2 and "--base-url 'emulator.local' is not an http:// or https:// URL" in err
+    (tmp_path / "o2").mkdir()
+    (tmp_path / "o2" / "in.journal.sqlite").write_text("not a database")
+    code, _, err = run(capsys, "run", good, "--out", tmp_path / "o2", *local(tmp_path / "e.sqlite"))
+    assert code == 2 and "journal" in err and "move it away" in err
