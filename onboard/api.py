@@ -197,31 +197,36 @@ class ClientCredentials(httpx.Auth):
         used = self._authorize(request)
         response = yield request
         if response.status_code == 401:
+            self._stats.by_status[401] += 1
+            self._stats.requests += 1
             if self._token == used:
                 self._keep((yield self._token_request()))
             self._authorize(request)
             yield request
 
     async def async_auth_flow(self, request: httpx.Request):
-        """As `auth_flow`, with one token fetch at a time however many requests are in flight."""
+        """`auth_flow`, driven so that one request at a time decides on a token and fetches it,
+        however many are in flight; the lock is let go while the request itself is out."""
         self._lock = self._lock or asyncio.Lock()
-        async with self._lock:
-            if not self._fresh():
-                response = yield self._token_request()
-                await response.aread()
-                self._keep(response)
-        used = self._authorize(request)
-        response = yield request
-        if response.status_code == 401:
-            self._stats.by_status[401] += 1
-            self._stats.requests += 1
-            async with self._lock:
-                if self._token == used:
-                    renewed = yield self._token_request()
-                    await renewed.aread()
-                    self._keep(renewed)
-            self._authorize(request)
-            yield request
+        flow = self.auth_flow(request)
+        await self._lock.acquire()
+        try:
+            outgoing = next(flow)
+            while True:
+                if outgoing is request:
+                    self._lock.release()
+                    try:
+                        response = yield outgoing
+                    finally:
+                        await self._lock.acquire()
+                else:
+                    response = yield outgoing
+                    await response.aread()
+                outgoing = flow.send(response)
+        except StopIteration:
+            return
+        finally:
+            self._lock.release()
 
     async def sign_in(self, client: httpx.AsyncClient) -> None:
         """Fetch the first token now, so refused credentials stop the run before anything is sent."""

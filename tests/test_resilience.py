@@ -4,6 +4,7 @@ missing, every status true."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import sqlite3
@@ -398,3 +399,20 @@ def test_killed_twice_at_different_stages_resumes(tmp_path):
     assert read_csv(killed / "big.results.csv") == read_csv(whole / "big.results.csv")
     assert_all_created(summary_of(killed, "big"))
     assert_registered_exactly(killed / "e.sqlite", source)
+
+
+@pytest.mark.anyio
+async def test_concurrent_requests_share_one_token_fetch():
+    import httpx
+
+    from onboard import api, settings
+    from onboard.emulator import EmulatorSettings, create_app
+
+    app = create_app(EmulatorSettings(latency_ms=5), Store())
+    transport = httpx.ASGITransport(app=app)
+    async with api.connect(settings.target("local"), concurrency=30, transport=transport) as client:
+        answers = await asyncio.gather(*(client.users_page(1, 10) for _ in range(30)))
+        assert all(a.ok for a in answers) and client.stats.token_fetches == 1
+        app.tokens.issued.clear()  # the server forgets every token at once (a restart)
+        answers = await asyncio.gather(*(client.users_page(1, 10) for _ in range(30)))
+        assert all(a.ok for a in answers) and client.stats.token_fetches == 2

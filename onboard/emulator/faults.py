@@ -31,7 +31,8 @@ class EmulatorSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ONBOARD_EMULATOR_", env_file=".env", extra="ignore")
 
-    latency_ms: float = Field(0.0, ge=0, description="mean added latency per API request, jittered ±50%")
+    latency_ms: float = Field(0.0, ge=0, description="mean added latency per request (token endpoint too), "
+                              "jittered ±50%")
     fail_rate: float = Field(0.0, ge=0, le=1, description="share of API requests answered 503 before any write")
     lost_rate: float = Field(
         0.0, ge=0, le=1, description="share of writes that happen, then lose their answer (connection dropped)"
@@ -88,10 +89,12 @@ class Faults:
         self.counts = {"throttled": 0, "failed": 0, "lost": 0}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        knobs = self.knobs
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            if knobs.latency_ms and scope["type"] == "http":  # the token endpoint is slow too, never faulty
+                await asyncio.sleep(knobs.latency_ms / 1000 * self.rng.uniform(0.5, 1.5))
             await self.app(scope, receive, send)
             return
-        knobs = self.knobs
         if knobs.max_inflight is not None and self.inflight >= knobs.max_inflight:
             await self._refuse(send, 429, retry_after=1)
             return
