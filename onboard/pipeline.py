@@ -153,6 +153,16 @@ async def each(items: Iterable, work: Callable[[Any], Awaitable[None]], width: i
         raise _first(grouped) from None
 
 
+async def together(*awaitables: Awaitable) -> list:
+    """`asyncio.gather`, except that the first failure cancels the others (a TaskGroup)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(a) for a in awaitables]
+    except BaseExceptionGroup as grouped:
+        raise _first(grouped) from None
+    return [task.result() for task in tasks]
+
+
 def _first(grouped: BaseExceptionGroup) -> BaseException:
     for exc in grouped.exceptions:
         if isinstance(exc, BaseExceptionGroup):
@@ -247,8 +257,8 @@ class Run:
                     self._settle_match("resource", resource.id, compare_resource(resource, held[resource.id]),
                                        "exists")
 
-        await asyncio.gather(each(locations, held_locations, self.concurrency),
-                             each(resources, held_resources, self.concurrency))
+        await together(each(locations, held_locations, self.concurrency),
+                       each(resources, held_resources, self.concurrency))
 
     async def _existing_users(self, users: list[str]) -> set[str]:
         """Listing every user costs a page per thousand; asking for each costs one per user: take
@@ -350,12 +360,12 @@ class Run:
             await self._refused(stage, items[0], answer)
         else:
             half = len(items) // 2
-            await asyncio.gather(self._send(stage, items[:half]), self._send(stage, items[half:]))
+            await together(self._send(stage, items[:half]), self._send(stage, items[half:]))
 
     async def _unconfirmed(self, stage: Stage, items: list) -> list:
         """After a write whose answer was lost: what the API holds was created by this run; the rest
         goes again."""
-        matches = await asyncio.gather(*(stage.probe(item) for item in items))
+        matches = await together(*(stage.probe(item) for item in items))
         rest = []
         for item, match in zip(items, matches, strict=True):
             if match.found:
