@@ -75,7 +75,9 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 
     with contextlib.suppress(KeyboardInterrupt):
         Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="off")).run()
-    print("emulator stopped")
+    answered = sum(app.stats.values())
+    faults = ", ".join(f"{n} {kind}" for kind, n in app.faults.counts.items())
+    print(f"emulator stopped: answered {answered} API requests; faults injected: {faults}")
     return 0
 
 

@@ -61,7 +61,8 @@ def test_serves_the_api_and_stops_on_ctrl_c(serve):
         assert api.get(f"{API}/users/u1").json() == {"userId": "u1"}
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=10) == 0
-    assert "stopped" in proc.stdout.read()
+    assert "emulator stopped: answered 2 API requests; faults injected: 0 throttled, 0 failed, 0 lost" in \
+        proc.stdout.read()
 
 
 def test_a_lost_answer_over_a_real_socket_leaves_the_write(serve):
@@ -72,7 +73,7 @@ def test_a_lost_answer_over_a_real_socket_leaves_the_write(serve):
         assert api.get(f"{API}/users/u1").status_code == 200
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=10)
-    assert "Traceback" not in proc.stderr.read()
+    assert "1 lost" in proc.stdout.read() and "Traceback" not in proc.stderr.read()
 
 
 def test_configured_client_only(serve):
