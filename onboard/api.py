@@ -413,8 +413,7 @@ async def connect(target: Target, concurrency: int = 16, tuning: Tuning | None =
     if transport is None and target.local:
         from onboard.emulator import EmulatorSettings, create_app
 
-        knobs = emulator_knobs or EmulatorSettings(**({"state": target.state} if target.state else {}))
-        transport = httpx.ASGITransport(app=create_app(knobs))
+        transport = httpx.ASGITransport(app=create_app(emulator_knobs or EmulatorSettings()))
     stats = stats or Stats()
     auth = ClientCredentials(target.token_url, target.client_id, target.client_secret, stats=stats)
     tuning = tuning or Tuning()

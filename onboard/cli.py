@@ -148,11 +148,15 @@ def _finish(outputs: report.Outputs, sheet: sheets.Sheet, results: list[report.R
     return 1 if refused else 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    sheet, plan = _read(args)
-    outputs = report.Outputs.beside(sheet.path, Path(args.out) if args.out else None)
+def _validated(outputs: report.Outputs, sheet: sheets.Sheet, plan: planning.Plan) -> int:
+    """Outputs with statuses valid/invalid: nothing was sent."""
     results = report.row_results(sheet, plan, None)
     return _finish(outputs, sheet, results, report.summarise(sheet, plan, results, None))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    sheet, plan = _read(args)
+    return _validated(report.Outputs.beside(sheet.path, Path(args.out) if args.out else None), sheet, plan)
 
 
 def _describe_plan(plan: planning.Plan, batch_size: int) -> str:
@@ -198,13 +202,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     outputs = report.Outputs.beside(sheet.path, Path(args.out) if args.out else None)
     if args.dry_run:
         print(_describe_plan(plan, args.batch_size))
-        results = report.row_results(sheet, plan, None)
-        return _finish(outputs, sheet, results, report.summarise(sheet, plan, results, None))
-    where = target(args.env, args.base_url, args.token_url, Path(args.state) if args.state else None)
+        return _validated(outputs, sheet, plan)
+    where = target(args.env, args.base_url, args.token_url)
     run_with = {"tuning": load(Tuning, "ONBOARD_* settings"), "stats": api.Stats(),
                 "batch": BatchSize(args.batch_size), "knobs": None}
     if where.local:
-        state = {"state": where.state} if where.state else {}
+        state = {"state": Path(args.state)} if args.state else {}
         run_with["knobs"] = load(EmulatorSettings, "ONBOARD_EMULATOR_* settings", **state)
         print(f"onboard: --env local: the emulator runs in-process, state in {run_with['knobs'].state}",
               file=sys.stderr)

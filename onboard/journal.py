@@ -145,15 +145,15 @@ class Journal:
                 [(self.run, kind, entity_id, now) for entity_id in ids],
             )
 
-    def settled(self, kind: str, entity_id: str, outcome: Outcome) -> None:
+    def settled(self, kind: str, ids: Sequence[str], outcome: Outcome) -> None:
         if outcome.state == "failed" and not outcome.final:
             return
+        row = (outcome.state, outcome.reason, json.dumps(outcome.warnings), time.time())
         with self._db:
-            self._db.execute(
+            self._db.executemany(
                 "INSERT OR REPLACE INTO entities (run, kind, id, state, reason, warnings, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (self.run, kind, entity_id, outcome.state, outcome.reason, json.dumps(outcome.warnings),
-                 time.time()),
+                [(self.run, kind, entity_id, *row) for entity_id in ids],
             )
 
     def mark_discovered(self) -> None:

@@ -41,7 +41,7 @@ class Journal(Protocol):
     resumed: bool
     discovered: bool
 
-    def settled(self, kind: str, entity_id: str, outcome: Outcome) -> None: ...
+    def settled(self, kind: str, ids: Sequence[str], outcome: Outcome) -> None: ...
 
     def sending(self, kind: str, ids: Sequence[str]) -> None: ...
 
@@ -62,9 +62,14 @@ class Ledger:
         return self.outcomes.get((kind, entity_id))
 
     def settle(self, kind: str, entity_id: str, outcome: Outcome) -> None:
-        self.outcomes[kind, entity_id] = outcome
+        self.settle_all(kind, [entity_id], outcome)
+
+    def settle_all(self, kind: str, ids: Sequence[str], outcome: Outcome) -> None:
+        """One outcome for many entities (a batch the API took), kept in one journal transaction."""
+        for entity_id in ids:
+            self.outcomes[kind, entity_id] = outcome
         if self.journal is not None:
-            self.journal.settled(kind, entity_id, outcome)
+            self.journal.settled(kind, ids, outcome)
 
     def sending(self, kind: str, ids: Sequence[str]) -> None:
         if self.journal is not None:
@@ -348,8 +353,7 @@ class Run:
         self.ledger.sending(stage.kind, [i.id for i in items])
         answer = await stage.create(items)
         if answer.ok:
-            for item in items:
-                self.ledger.settle(stage.kind, item.id, Outcome("created"))
+            self.ledger.settle_all(stage.kind, [item.id for item in items], Outcome("created"))
             self._tick(stage.kind, len(items))
         elif answer.status == 413 and len(items) > 1:
             self.batch.shrink(len(items))

@@ -192,7 +192,7 @@ def _table(sheet: Sheet, results: list[RowResult], keep: Callable[[RowResult], b
                               else sheet_row.cells[source])
             else:
                 values.append(None)
-        rows.append((sheet_row, result, values))
+        rows.append((result, values))
     return headers, own, rows
 
 
@@ -217,7 +217,7 @@ def write_xlsx(path: Path, sheet: Sheet, results: list[RowResult], keep, title: 
     text_columns = {c.index for c in sheet.columns if c.field in KEY_FIELDS}
     with atomic(path) as temporary:
         write_table(temporary, title, headers, own, rows, _summary_rows(summary) if summary else None,
-                    text_columns, lambda result: result.cell_problems)
+                    text_columns)
 
 
 def write_csv(path: Path, sheet: Sheet, results: list[RowResult], keep) -> None:
@@ -226,7 +226,7 @@ def write_csv(path: Path, sheet: Sheet, results: list[RowResult], keep) -> None:
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, delimiter=style.delimiter if style else ",", lineterminator="\r\n")
     writer.writerow([neutralise(h) for h in headers])
-    for _, _, values in rows:
+    for _, values in rows:
         writer.writerow(["" if v is None else neutralise(str(v)) for v in values])
     encoding = style.encoding if style else "utf-8"
     with atomic(path) as temporary:

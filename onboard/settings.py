@@ -7,7 +7,6 @@ log line or exception can show them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -65,7 +64,6 @@ class Target:
     token_url: str
     client_id: str
     client_secret: SecretStr
-    state: Path | None = None
 
     @property
     def local(self) -> bool:
@@ -78,8 +76,7 @@ def _url(value: str | None, flag: str) -> str | None:
     return value
 
 
-def target(env: str, base_url: str | None = None, token_url: str | None = None,
-           state: Path | None = None) -> Target:
+def target(env: str, base_url: str | None = None, token_url: str | None = None) -> Target:
     """Resolve `--env`, `--base-url` and `--token-url` with the credentials from the environment."""
     base_url, token_url = _url(base_url, "--base-url"), _url(token_url, "--token-url")
     credentials = load(Credentials, "SPARK_* settings")
@@ -90,7 +87,6 @@ def target(env: str, base_url: str | None = None, token_url: str | None = None,
             token_url or LOCAL_HOST + "/connect/token",
             credentials.client_id or "local",
             credentials.client_secret or SecretStr("local"),
-            state,
         )
     if not credentials.client_id or not credentials.client_secret:
         missing = [n for n, v in (("SPARK_CLIENT_ID", credentials.client_id),

@@ -49,14 +49,15 @@ def _width(values: list[Any]) -> float:
 
 
 def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
-                rows: list[tuple[Any, Any, list[Any]]], summary: list[list[Any]] | None,
-                text_columns: set[int], problem_positions) -> None:
+                rows: list[tuple[Any, list[Any]]], summary: list[list[Any]] | None,
+                text_columns: set[int]) -> None:
+    """`rows` are (result, values); a result's `cell_problems` name the cells to mark."""
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(title)
     sheet.freeze_panes = "A2"
     sheet.page_setup.orientation = "landscape"
     for position, header in enumerate(headers):
-        sample = [header] + [values[position] for _, _, values in rows[:WIDTH_SAMPLE]]
+        sample = [header] + [values[position] for _, values in rows[:WIDTH_SAMPLE]]
         sheet.column_dimensions[get_column_letter(position + 1)].width = _width(sample)
     sheet.auto_filter.ref = f"A1:{get_column_letter(max(1, len(headers)))}{len(rows) + 1}"
     ids = {own[name] for name in ("user_id", "location_id", "resource_id")} | text_columns
@@ -69,8 +70,8 @@ def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
     sheet.append(header_cells)
     status_at = own["status"]
     comments = 0
-    for _, result, values in rows:
-        marked = problem_positions(result)
+    for result, values in rows:
+        marked = result.cell_problems
         line: list[Any] = []
         for position, value in enumerate(values):
             if isinstance(value, str):

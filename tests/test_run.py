@@ -140,23 +140,15 @@ async def test_a_refused_batch_is_split_until_the_bad_item_is_isolated(tmp_path)
     app = create_app(EmulatorSettings(), Store())
     app.store.add_users(["someone-else"])
     app.store.add_locations([Location("taken", "someone-else", "Unknown", [MPIDS[0]])])
-    rows = [[f"c{i}", "home", "", MPIDS[i % 6], "", "", f"SN{i}", "Charger"] for i in range(16)]
-    rows[11][1] = "home"
-    path = write_csv(tmp_path / "in.csv", rows, HEADERS)
-    plan = plan_of(path)
-    bad = plan.rows[11]
-    plan.locations[bad.location_id] = taken = planning.Location(
-        "taken", bad.user_id, None, (MPIDS[5],), None)
-    del plan.locations[bad.location_id]
-    bad.location_id = "taken"
-    plan.locations["taken"] = taken
-    resource = plan.resources[bad.resource_id]
-    plan.resources[bad.resource_id] = planning.Resource(resource.id, resource.user_id, "Charger", "taken", None)
+    rows = [[f"c{i}", "home", "", MPIDS[i % 6], f"SN{i}", "Charger"] for i in range(16)]
+    rows[11][2] = "taken"  # an explicit location ID another user holds
+    plan = plan_of(write_csv(tmp_path / "in.csv", rows, ["customer_id", "location_ref", "location_id",
+                                                          "meter_point_ids", "resource_ref", "resource_type"]))
     ledger, stats, checked = await onboard(plan, app)
     locations = states(ledger, "location")
     assert locations.pop("taken") == "failed" and set(locations.values()) == {"created"}
     assert "exists, but not for this user" in ledger.get("location", "taken").reason
-    blocked = ledger.get("resource", bad.resource_id)
+    blocked = ledger.get("resource", plan.rows[11].resource_id)
     assert blocked.state == "failed" and blocked.reason.startswith("blocked: location taken was not registered")
     assert stats.by_status[400] <= 2 * 4 + 1  # bisection: about two refusals per halving of 16
     assert checked.problems == []
