@@ -22,7 +22,9 @@ from pathlib import Path
 import httpx
 from openpyxl import Workbook, load_workbook
 
-from onboard import plan as planning, records, sheet as sheets
+from onboard import plan as planning
+from onboard import records
+from onboard import sheet as sheets
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from onboard import __version__, api, contract, plan as planning, records, report, sheet as sheets
+from onboard import __version__, api, contract, records, report
+from onboard import plan as planning
+from onboard import sheet as sheets
 from onboard.emulator.faults import EmulatorSettings
 from onboard.errors import ConfigError, Interrupted, OnboardError, UsageError
-from onboard.journal import Journal, journal_path, progress as progress_of
+from onboard.journal import Journal, journal_path
+from onboard.journal import progress as progress_of
 from onboard.pipeline import BatchSize, Ledger, Run, stop_everything
 from onboard.settings import ENVIRONMENTS, Target, Tuning, load, target
 

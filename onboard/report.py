@@ -11,15 +11,14 @@ import io
 import json
 import os
 import re
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from onboard.errors import ConfigError, InputError
+from onboard.files import atomic
 from onboard.pipeline import Ledger
 from onboard.plan import Plan, RowPlan
 from onboard.records import Problem
@@ -123,27 +122,6 @@ class Outputs:
         if source.resolve() in (outputs.results.resolve(), outputs.errors.resolve()):
             raise InputError(f"{source.name} would be overwritten by an output: rename it or choose --out")
         return outputs
-
-
-@contextmanager
-def atomic(path: Path) -> Iterator[Path]:
-    """Write to a temporary file beside `path`, then rename it into place: a reader never sees a
-    half-written output, and a crash leaves the previous one intact."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
-    os.close(fd)
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path}: {exc.strerror} (is it open in another program?)") from None
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _layout(sheet: Sheet) -> tuple[list[str], list[int | None], dict[str, int]]:

@@ -94,7 +94,8 @@ async def test_user_create_get_and_existing_id_refused_with_its_name(api):
 async def test_user_batch_is_all_or_nothing_and_names_the_bad_item(emulator):
     app, api = emulator
     await make_user(api, "old")
-    refused = (await api.post(f"{API}/users/batch", json={"users": [{"userId": "a"}, {"userId": "old"}, {"userId": "b"}]}))
+    batch = {"users": [{"userId": "a"}, {"userId": "old"}, {"userId": "b"}]}
+    refused = await api.post(f"{API}/users/batch", json=batch)
     assert refused.status_code == 400
     assert "users[1]" in refused.json() and "old" in refused.json()
     assert app.store.counts()["users"] == 1
@@ -223,7 +224,8 @@ async def test_put_and_patch_location(api):
     put = (await api.put(f"{API}/users/u1/locations/l1", json={"locationId": "l1", "locationType": "Commercial",
                                                        "meterPointIds": [GOOD_MPID]}))
     assert put.status_code == 200 and put.json()["meterPointIds"] == [GOOD_MPID]
-    patch = (await api.patch(f"{API}/users/u1/locations/l1", json={"coordinates": {"latitude": 78.2, "longitude": 15.6}}))
+    moved = {"coordinates": {"latitude": 78.2, "longitude": 15.6}}
+    patch = await api.patch(f"{API}/users/u1/locations/l1", json=moved)
     assert patch.status_code == 200
     assert patch.json()["coordinates"] == {"latitude": 78.2, "longitude": 15.6}
     assert patch.json()["meterPointIds"] == [GOOD_MPID] and patch.json()["locationType"] == "Commercial"

@@ -7,9 +7,9 @@ import csv
 from pathlib import Path
 
 import pytest
-from helpers import MPIDS, local, read_xlsx, run, write_csv
 from openpyxl import load_workbook
 
+from helpers import MPIDS, local, read_xlsx, run, write_csv
 from onboard import sheet as sheets
 from onboard.records import check
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import HEADERS, MPIDS, REPO, SAMPLES, local, read_csv, read_xlsx, run, write_csv
 from openpyxl import load_workbook
 
+from helpers import HEADERS, MPIDS, REPO, SAMPLES, local, read_csv, read_xlsx, run, write_csv
 
 
 def test_validate_marks_rows_valid_or_invalid_and_exits_by_them(capsys, tmp_path):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 
 from helpers import HEADERS, MPIDS, write_csv
-
-from onboard import plan as planning, records, sheet as sheets
+from onboard import plan as planning
+from onboard import records
+from onboard import sheet as sheets
 from onboard.plan import NAMESPACE, derived_id
 
 

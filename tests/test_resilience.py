@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import HEADERS, MPIDS, SAMPLES, local, read_csv, run, summary_of, write_csv
 
-from onboard import plan as planning, records, sheet as sheets
+from helpers import HEADERS, MPIDS, SAMPLES, local, read_csv, run, summary_of, write_csv
+from onboard import plan as planning
+from onboard import records
+from onboard import sheet as sheets
 from onboard.api import Throttle, retry_after
 from onboard.emulator.store import Store
 
@@ -264,7 +266,8 @@ def test_a_run_killed_part_way_resumes_to_the_same_results(capsys, tmp_path):
     proc.wait()
     status = subprocess.run([sys.executable, "-m", "onboard", "status", str(source), "--out", str(killed)],
                             capture_output=True, text=True)
-    assert "interrupted" in status.stdout and "resources" in status.stdout and "command again to resume" in status.stdout
+    assert "interrupted" in status.stdout and "resources" in status.stdout
+    assert "command again to resume" in status.stdout
     resumed = _start(source, killed, killed / "e.sqlite")
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err

@@ -6,11 +6,24 @@ import shutil
 
 import httpx
 import pytest
-from helpers import (HEADERS, MPIDS, SAMPLES, ContractChecked, local, read_csv, read_xlsx, run, state_counts,
-                     summary_of, write_csv)
 from openpyxl import load_workbook
 
-from onboard import api, plan as planning, records, settings, sheet as sheets
+from helpers import (
+    HEADERS,
+    MPIDS,
+    SAMPLES,
+    ContractChecked,
+    local,
+    read_csv,
+    read_xlsx,
+    run,
+    state_counts,
+    summary_of,
+    write_csv,
+)
+from onboard import api, records, settings
+from onboard import plan as planning
+from onboard import sheet as sheets
 from onboard.emulator import EmulatorSettings, Store, create_app
 from onboard.emulator.store import Location, Resource
 from onboard.pipeline import BatchSize, Ledger, Run

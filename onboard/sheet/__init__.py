@@ -1,0 +1,127 @@
+"""Reading the partner's sheet: one small reader per file format, one header matcher for all.
+
+Every cell arrives as text, with its row number as the file itself numbers it (Excel's row, or
+the CSV line), and with a note of the cells Excel stored as numbers, because an 18-digit meter
+point id stored as a number has already lost digits and must never be taken at face value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onboard.errors import InputError
+from onboard.sheet._base import WORKBOOKS, Reader, cell_text
+from onboard.sheet._calamine import XlsxReader
+from onboard.sheet._csv import CsvReader, CsvStyle
+from onboard.sheet.columns import (
+    FIELDS,
+    NAMES,
+    OUTPUT_COLUMNS,
+    OWN_COLUMNS,
+    Column,
+    check_columns,
+    known_field,
+    match_columns,
+    normalise,
+)
+
+__all__ = ["FIELDS", "NAMES", "OUTPUT_COLUMNS", "OWN_COLUMNS", "WORKBOOKS", "Column", "CsvReader", "CsvStyle",
+           "Reader", "Sheet", "SheetRow", "XlsxReader", "cell_text", "check_columns", "known_field",
+           "match_columns", "normalise", "open_reader", "read"]
+
+HEADER_SEARCH_ROWS = 30
+
+
+@dataclass
+class SheetRow:
+    number: int
+    cells: list[str]
+    values: list[object]
+    numeric: frozenset[int] = frozenset()
+
+
+@dataclass
+class Sheet:
+    path: Path
+    format: str
+    columns: list[Column]
+    rows: list[SheetRow]
+    header_row: int
+    sheet_name: str | None = None
+    csv_style: CsvStyle | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def column(self, field_name: str) -> Column | None:
+        return next((c for c in self.columns if c.field == field_name), None)
+
+
+def open_reader(path: Path, sheet: str | None = None) -> Reader:
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise InputError(f"{path} does not exist")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a sheet")
+    if suffix in WORKBOOKS:
+        return XlsxReader(path, sheet)
+    if suffix in (".csv", ".txt", ".tsv"):
+        if sheet is not None:
+            raise InputError("--sheet applies to Excel workbooks; a CSV file has one sheet")
+        return CsvReader(path)
+    raise InputError(f"{path.name}: onboard reads Excel workbooks (.xlsx, .xls, .ods) and .csv files "
+                     "(save the sheet as one of them)")
+
+
+def _find_header(rows: list[tuple[int, list[str]]], mapping: Mapping[str, str] | None) -> int:
+    """Index of the header: the first row naming two or more known columns (title rows may sit above)."""
+    for i, (_, cells) in enumerate(rows[:HEADER_SEARCH_ROWS]):
+        if sum(c.field is not None for c in match_columns(cells, mapping)) >= 2:
+            return i
+    return 0
+
+
+def read(path: Path, sheet: str | None = None, mapping: Mapping[str, str] | None = None) -> Sheet:
+    reader = open_reader(path, sheet)
+    records = reader.records()
+    head: list[tuple[int, list[object]]] = []
+    for number, values in records:
+        head.append((number, values))
+        if len(head) >= HEADER_SEARCH_ROWS:
+            break
+    texts = [(n, [cell_text(v).strip() for v in values]) for n, values in head if _filled(values)]
+    if not texts:
+        raise InputError(f"{path.name} is empty: there is no header row and no data")
+    at = _find_header(texts, mapping)
+    header_number, headers = texts[at]
+    raw = [(n, values) for n, values in _chain(head, records) if n > header_number and _filled(values)]
+    width = max([len(headers), *(_width(values) for _, values in raw)])
+    columns = match_columns(headers + [""] * (width - len(headers)), mapping)
+    rows = []
+    for number, values in raw:
+        values = list(values[:width]) + [""] * (width - len(values))
+        numeric = frozenset(i for i, v in enumerate(values)
+                            if isinstance(v, (int, float)) and not isinstance(v, bool))
+        rows.append(SheetRow(number, [cell_text(v) for v in values], values, numeric))
+    style = reader.style if isinstance(reader, CsvReader) else None
+    return Sheet(path, reader.format, columns, rows, header_number,
+                 getattr(reader, "sheet_name", None), style)
+
+
+def _filled(values: list[object]) -> bool:
+    return any(cell_text(v).strip() for v in values)
+
+
+def _width(values: list[object]) -> int:
+    """Columns up to the last filled cell, so a stray blank cell far right adds no column."""
+    for i in range(len(values) - 1, -1, -1):
+        if cell_text(values[i]).strip():
+            return i + 1
+    return 0
+
+
+def _chain(head, rest):
+    yield from head
+    yield from rest
+
+
