@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from onboard import __version__, api, contract, records, report
+from onboard import __version__, api, contract, records, report, template
 from onboard import plan as planning
 from onboard import sheet as sheets
 from onboard.emulator.faults import EmulatorSettings
@@ -291,7 +291,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_template(args: argparse.Namespace) -> int:
     path = Path(args.output)
-    report.write_template(path)
+    template.write_template(path)
     print(f"wrote {path}")
     return 0
 

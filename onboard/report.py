@@ -22,8 +22,8 @@ from onboard.files import atomic
 from onboard.pipeline import Ledger
 from onboard.plan import Plan, RowPlan
 from onboard.records import Problem
-from onboard.sheet import FIELDS, OUTPUT_COLUMNS, WORKBOOKS, Sheet
-from onboard.workbook import neutralise, write_table, write_template_workbook
+from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet
+from onboard.workbook import neutralise, write_table
 
 ID_FIELDS = ("user_id", "location_id", "resource_id")
 KEY_FIELDS = frozenset({"customer_id", "location_ref", "meter_point_ids", "resource_ref", "resource_meter_point_id",
@@ -251,46 +251,3 @@ def write(outputs: Outputs, sheet: Sheet, results: list[RowResult], summary: dic
         write_csv(outputs.errors, sheet, results, refused)
     with atomic(outputs.summary) as temporary:
         temporary.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-# the template
-
-
-TEMPLATE_EXAMPLE = {
-    "customer_id": "4711", "user_id": "", "location_ref": "home", "location_id": "",
-    "location_type": "Residential", "meter_point_ids": "707057500012345671", "latitude": "59.9139",
-    "longitude": "10.7522", "resource_ref": "SN-0001", "resource_id": "", "resource_type": "HotWaterTank",
-    "resource_meter_point_id": "",
-}
-
-TEMPLATE_HELP = {
-    "customer_id": "Your own key for the customer (required unless user_id is given).",
-    "user_id": "Optional: the Spark userId to use. Blank: derived from customer_id.",
-    "location_ref": "Your key for one site of the customer. Blank when the row has no site.",
-    "location_id": "Optional: the Spark locationId to use. Blank: derived.",
-    "location_type": "Residential, Commercial, Other or Unknown. Blank: the API's default.",
-    "meter_point_ids": "18-digit meter point ids; several in one cell separated by , ; | or line breaks.",
-    "latitude": "WGS84 degrees, -90..90. Give both latitude and longitude, or neither.",
-    "longitude": "WGS84 degrees, -180..180.",
-    "resource_ref": "Your key for the device (serial number, VIN). Optional.",
-    "resource_id": "Optional: the Spark resourceId to use. Blank: derived.",
-    "resource_type": "Generic, Charger, HotWaterTank, HVAC, SolarInverter or Vehicle.",
-    "resource_meter_point_id": "Optional 18-digit meter point id of the device itself.",
-}
-
-
-def write_template(path: Path) -> None:
-    columns = list(FIELDS)
-    suffix = path.suffix.lower()
-    if suffix == ".xlsx":
-        with atomic(path) as temporary:
-            write_template_workbook(temporary, columns, TEMPLATE_EXAMPLE, TEMPLATE_HELP)
-    elif suffix == ".csv":
-        buffer = io.StringIO(newline="")
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerow(columns)
-        writer.writerow([TEMPLATE_EXAMPLE[c] for c in columns])
-        with atomic(path) as temporary:
-            temporary.write_text(buffer.getvalue(), encoding="utf-8")
-    else:
-        raise InputError(f"{path.name}: the template is written as .xlsx or .csv")
