@@ -58,6 +58,8 @@ class RowPlan:
     resource_id: str | None = None
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    skipped: bool = False
+    """Left out by --where: registers nothing."""
 
     @property
     def valid(self) -> bool:
@@ -147,7 +149,8 @@ def _positions(checked: list[Checked]) -> dict[int, str]:
 
 
 def build(checked: list[Checked]) -> Plan:
-    plan = Plan(rows=[RowPlan(c.number, problems=list(c.problems), warnings=list(c.warnings)) for c in checked])
+    plan = Plan(rows=[RowPlan(c.number, problems=list(c.problems), warnings=list(c.warnings), skipped=c.skipped)
+                      for c in checked])
     positional = _positions(checked)
     for row_plan in plan.rows:
         row_plan.resource_id = positional.get(row_plan.number)

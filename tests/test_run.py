@@ -143,7 +143,13 @@ def test_fixed_errors_file_reruns_to_completion(capsys, tmp_path):
     assert code == 0, err
     rerun = read_xlsx(tmp_path / "customers.errors.results.xlsx")
     assert {r["status"] for r in rerun} == {"created"}
-    assert read_xlsx(tmp_path / "customers.errors.errors.xlsx") == []
+    assert not (tmp_path / "customers.errors.errors.xlsx").exists() and "errors:  none" in out
+    fixed_rows = [r["row"] for r in read_xlsx(errors_path)]
+    assert [r["row"] for r in rerun] == fixed_rows, "the original row numbers go through the loop"
+    final = read_xlsx(tmp_path / "customers.results.xlsx")
+    assert [r["row"] for r in final] == list(range(2, len(final) + 2))
+    assert {r["status"] for r in final} == {"created"} and all(r["user_id"] for r in final)
+    assert f"{len(fixed_rows)} rows brought up to date in" in out
 
 
 # batches, existing IDs, blocked rows
@@ -274,7 +280,7 @@ def test_dry_run_prints_the_plan_and_sends_nothing(capsys, tmp_path):
     assert "plan: 60 users, 69 locations, 109 resources (12 vehicles) from 125 rows (0 invalid)" in out
     assert "1 user batches + 1 location batches" in out
     assert not state.exists()
-    assert {r["status"] for r in read_xlsx(tmp_path / "customers.results.xlsx")} == {"valid"}
+    assert {r["status"] for r in read_xlsx(tmp_path / "customers.validation.xlsx")} == {"valid"}
 
 
 def test_never_more_requests_in_flight_than_concurrency(capsys, tmp_path, monkeypatch):
