@@ -143,8 +143,9 @@ def _show_columns(sheet: sheets.Sheet) -> None:
     print(f"{sheet.path.name}{where}: header in row {sheet.header_row}; columns:")
     uses = sheets.column_uses(sheet.columns)
     width = min(32, max((len(header) for header, _ in uses), default=0))
+    fields = {c.name for c in sheet.columns if c.field}
     for header, use in uses:
-        print(f"  {header:<{width}} {use}")
+        print(f"  {header:<{width}} {'-> ' if header in fields else ''}{use}")
 
 
 def _show_problems(results: list[report.RowResult]) -> None:

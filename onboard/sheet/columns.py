@@ -43,7 +43,7 @@ class Column:
     def use(self) -> str:
         """What the tool does with the column, as the column-mapping print-out says it."""
         if self.field:
-            return f"-> {self.field}" + (" (mapping)" if self.by == "mapping" else "")
+            return self.field + (" (mapping)" if self.by == "mapping" else "")
         if self.own:
             return f"the tool's own {self.own} column (replaced)"
         if self.ignored:
