@@ -149,9 +149,11 @@ class Mapping:
         if not isinstance(columns, dict):
             raise ConfigError(f"{where}: [columns] must map each source header to a field, "
                               'e.g. "Kundenummer" = "customer_id"')
+        columns, ignore = dict(columns), data.get("ignore") or []
+        if isinstance(columns.get("ignore"), list):  # `ignore = [...]` written below [columns] in TOML
+            ignore = [*ignore, *columns.pop("ignore")] if isinstance(ignore, list) else ignore
         for header, name in columns.items():
             mapping.add_column(str(header), name, where)
-        ignore = data.get("ignore") or []
         if isinstance(ignore, str) or not isinstance(ignore, list):
             raise ConfigError(f'{where}: ignore must be a list of headers, e.g. ignore = ["Type", "Notes"]')
         for header in ignore:
