@@ -31,12 +31,14 @@ SHOWN_PROBLEMS = 10
 
 
 def _knob_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per emulator knob, straight from the settings model, so the two never differ."""
+    """One flag per emulator knob, straight from the settings model, so the two never differ.
+
+    argparse %-formats help text, so a description's own `%` (as in "±50%") is doubled."""
     for name, field in EmulatorSettings.model_fields.items():
         if name == "state":
             continue
         parser.add_argument(f"--{name.replace('_', '-')}", dest=f"knob_{name}", default=None,
-                            metavar=name.split("_")[-1].upper(), help=field.description)
+                            metavar=name.split("_")[-1].upper(), help=(field.description or "").replace("%", "%%"))
 
 
 def _emulator_settings(args: argparse.Namespace) -> EmulatorSettings:
