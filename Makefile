@@ -29,8 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 
 templates: $(STAMP)
-	$(BIN)/onboard template templates/customers-template.xlsx
-	$(BIN)/onboard template templates/customers-template.csv
+	$(BIN)/onboard template templates/customers-template.xlsx --force
+	$(BIN)/onboard template templates/customers-template.csv --force
 
 samples: $(STAMP)
 	$(BIN)/python sample_data/make_samples.py

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import os
 import signal
 import socket
 import sys
@@ -22,7 +23,7 @@ from onboard import plan as planning
 from onboard import sheet as sheets
 from onboard.emulator.faults import EmulatorSettings
 from onboard.errors import ConfigError, Interrupted, OnboardError, UsageError
-from onboard.journal import Journal, fingerprint, journal_path
+from onboard.journal import Journal, Progress, fingerprint, journal_path
 from onboard.journal import progress as progress_of
 from onboard.pipeline import BatchSize, Ledger, Run, stop_everything
 from onboard.settings import ENVIRONMENTS, Target, Tuning, load, target
@@ -311,39 +312,54 @@ def _when(stamp: float | None) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     folder = Path(args.out) if args.out else None
-    if args.input:
-        source = Path(args.input)
+    source = Path(args.input) if args.input else None
+    if source:
         journals = [journal_path(folder or source.parent, source)]
     else:
         journals = sorted((folder or Path.cwd()).glob("*.journal.sqlite"))
-    journals = [j for j in journals if j.exists()]
+    journals = [j for j in journals if os.path.lexists(j)]
     if not journals:
         print("no onboard run found here" + (f" for {args.input}" if args.input else "")
               + ": a run keeps its journal (<input>.journal.sqlite) beside its outputs")
         return 0
+    code = 0
     for path in journals:
-        for run in progress_of(path)[:1 if args.input else 3]:
-            state = (f"running (pid {run.running_pid})" if run.running_pid else
-                     {"open": "interrupted", "closed": "finished", "abandoned": "abandoned"}[run.state])
-            print(f"{Path(run.input).name} -> {run.base_url}")
-            print(f"  {state}; started {_when(run.started)}, last activity {_when(run.updated or run.finished)}")
-            if run.state in ("open",):
-                for kind, total in run.planned.items():
-                    counts = run.done.get(kind[:-1], {})
-                    settled = {k: v for k, v in counts.items() if k != "sent"}
-                    detail = ", ".join(f"{n} {k}" for k, n in sorted(settled.items()))
-                    sent = f"; {counts['sent']} sent, awaiting confirmation" if counts.get("sent") else ""
-                    print(f"  {kind:<10} {sum(settled.values()):>7} of {total} settled"
-                          + (f" ({detail})" if detail else "") + sent)
-                if not run.running_pid:
-                    print(f"  run the same `onboard run {Path(run.input).name} ...` command again to resume")
-            print(f"  journal: {path}")
-    return 0
+        try:
+            runs = progress_of(path)
+        except OnboardError as exc:
+            print(f"onboard: {exc}", file=sys.stderr)
+            code = exc.exit_code
+            continue
+        if not runs:
+            print(f"no run recorded yet in {path}")
+        for run in runs[:1 if source else 3]:
+            _show_run(run, path, source)
+    return code
+
+
+def _show_run(run: Progress, path: Path, source: Path | None) -> None:
+    state = (f"running (pid {run.running_pid})" if run.running_pid else
+             {"open": "interrupted", "closed": "finished", "abandoned": "abandoned"}.get(run.state, run.state))
+    print(f"{Path(run.input).name} -> {run.base_url}")
+    if source and Path(run.input).resolve() != source.resolve():
+        print(f"  (a run of {run.input}, another input with the same name)")
+    print(f"  {state}; started {_when(run.started)}, last activity {_when(run.updated or run.finished)}")
+    if run.state == "open":
+        for kind, total in run.planned.items():
+            counts = run.done.get(kind[:-1], {})
+            settled = {k: v for k, v in counts.items() if k != "sent"}
+            detail = ", ".join(f"{n} {k}" for k, n in sorted(settled.items()))
+            sent = f"; {counts['sent']} sent, awaiting confirmation" if counts.get("sent") else ""
+            print(f"  {kind:<10} {sum(settled.values()):>7} of {total} settled"
+                  + (f" ({detail})" if detail else "") + sent)
+        if not run.running_pid:
+            print(f"  run the same `onboard run {Path(run.input).name} ...` command again to resume")
+    print(f"  journal: {path}")
 
 
 def cmd_template(args: argparse.Namespace) -> int:
     path = Path(args.output)
-    template.write_template(path)
+    template.write_template(path, force=args.force)
     print(f"wrote {path}")
     return 0
 
@@ -407,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     template = commands.add_parser("template", help="write an empty customer sheet to fill in",
                                    description="Write the customer sheet template (.xlsx or .csv).")
     template.add_argument("output", metavar="OUT", help="OUT.xlsx or OUT.csv")
+    template.add_argument("--force", action="store_true", help="replace OUT if it exists")
     template.set_defaults(handler=cmd_template)
 
     status = commands.add_parser("status", help="how far a running or interrupted import has come",

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from onboard.errors import ConfigError, InputError
-from onboard.files import atomic
+from onboard.files import atomic, refuse_link
+from onboard.journal import journal_path, recorded_input
 from onboard.pipeline import Ledger
 from onboard.plan import Plan, RowPlan
 from onboard.records import Problem
@@ -158,6 +159,10 @@ class Outputs:
 
     @classmethod
     def beside(cls, source: Path, out: Path | None, kind: str = "run") -> Outputs:
+        """The output paths for `source` in `out` (default: beside it). Refused before anything is
+        sent: an output that would overwrite the input or be written through a link, and a folder
+        holding the run of another input with the same file name (its outputs and journal would be
+        overwritten)."""
         folder = out or source.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -173,6 +178,15 @@ class Outputs:
                           folder / f"{source.stem}.summary.json")
         if source.resolve() in (p.resolve() for p in (outputs.results, outputs.errors) if p is not None):
             raise InputError(f"{source.name} would be overwritten by an output: rename it or choose --out")
+        for path in (outputs.results, outputs.errors, outputs.summary):
+            if path is not None:
+                refuse_link(path)
+        journal = journal_path(folder, source)
+        other = recorded_input(journal)
+        if other is not None and other.resolve() != source.resolve():
+            raise ConfigError(f"{folder} holds the outputs and journal of {other}, another input with the same "
+                              f"file name: choose another --out for {source} (or, if that input is gone, move "
+                              f"{journal} away)")
         return outputs
 
 

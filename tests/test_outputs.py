@@ -84,7 +84,7 @@ def test_summary_json_counts_statuses_entities_and_requests(capsys, tmp_path):
 def test_outputs_go_to_out_and_leave_no_temporary_files(capsys, tmp_path):
     out = tmp_path / "outputs"
     run(capsys, "run", SAMPLES / "customers.csv", "--out", out, *local(tmp_path / "e.sqlite"))
-    assert sorted(p.name for p in out.iterdir()) == [".customers.journal.sqlite.lock", "customers.journal.sqlite",
+    assert sorted(p.name for p in out.iterdir()) == ["customers.journal.sqlite",
                                                      "customers.results.csv", "customers.summary.json"]
 
 

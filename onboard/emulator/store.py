@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onboard.errors import ConfigError
+from onboard.files import connect_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -60,10 +61,13 @@ class Resource:
 class Store:
     def __init__(self, path: Path | str = ":memory:") -> None:
         self.path = str(path)
+        options = {"isolation_level": None, "check_same_thread": False, "timeout": 30}
         try:
-            if self.path != ":memory:":
+            if self.path == ":memory:":
+                self._db = sqlite3.connect(self.path, **options)
+            else:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+                self._db = connect_sqlite(Path(self.path), **options)
             self._db.execute("PRAGMA foreign_keys = ON")
             if self.path != ":memory:":
                 self._db.execute("PRAGMA journal_mode = WAL")
