@@ -89,6 +89,9 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResu
 
 def _row_status(row_plan: RowPlan, ledger: Ledger) -> tuple[str, str]:
     outcomes = [ledger.get(kind, entity_id) for kind, entity_id in row_plan.entities()]
+    refused = [o for o in outcomes if o is not None and o.state == "invalid"]
+    if refused:
+        return "invalid", refused[-1].reason
     failed = [o for o in outcomes if o is None or o.state == "failed"]
     if failed:
         deepest = failed[-1]
