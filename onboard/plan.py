@@ -310,7 +310,7 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[^\W\d_]+", text.casefold())
 
 
-def reads_like_total(key: str) -> bool:
+def _reads_like_total(key: str) -> bool:
     words = _words(key)
     return bool(words) and not TOTAL_WORDS.isdisjoint(
         {words[0], words[-1], "".join(words[:2]), "".join(words[-2:])})
@@ -348,7 +348,7 @@ def _refuse_totals_and_headings(plan: Plan, valid: list[tuple[RowPlan, Row]]) ->
         key = row.customer_id
         if not key or key in real or row.user_id:
             continue
-        if reads_like_total(key):
+        if _reads_like_total(key):
             reason = f"{key!r} reads like a total, not a customer: the row has no site and no device"
         elif digits and not _has_digit(key) and _words(key) and (placed := _placement(row_plan.number, numbers)):
             example, at = keyed[0]
@@ -374,20 +374,23 @@ def _plain(ref: str) -> str:
 def _refuse_shared_meter_points(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
     """A meter point measures one site: two planned sites holding it (of two customers, or two
     spellings of one customer's site) would register it twice. Every row of each is refused."""
-    sites: dict[str, list[tuple[RowPlan, Row]]] = defaultdict(list)
-    for row_plan, row in valid:
-        if row_plan.valid and row_plan.location_id in plan.locations:
-            sites[row_plan.location_id].append((row_plan, row))
+    planned = {p.location_id for p, _ in valid if p.valid and p.location_id in plan.locations}
     holders: dict[str, list[str]] = defaultdict(list)
-    for location_id in sites:
+    for location_id in planned:
         for mpid in plan.locations[location_id].meter_point_ids:
             holders[mpid].append(location_id)
     shared: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for mpid, location_ids in holders.items():
-        for one in location_ids:
+        if len(location_ids) < 2:
+            continue
+        for one in sorted(location_ids):
             for other in location_ids:
                 if other != one:
                     shared[one][other].append(mpid)
+    sites: dict[str, list[tuple[RowPlan, Row]]] = defaultdict(list)
+    for row_plan, row in valid:
+        if row_plan.valid and row_plan.location_id in shared:
+            sites[row_plan.location_id].append((row_plan, row))
     for location_id, others in shared.items():
         mine = sites[location_id][0][1]
         by_ids: dict[tuple[str, ...], list[str]] = defaultdict(list)
@@ -412,10 +415,13 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[tuple[RowPlan, Row]]) ->
 def _warn_similar_site_refs(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
     """`home` and `Home ` are two keys, so two sites with two IDs; say so, since it is rarely meant.
     They are not merged: the ref is the partner's key, and every ID derived from it must stay put."""
-    spellings: dict[tuple[str | None, str], dict[str, list[RowPlan]]] = defaultdict(lambda: defaultdict(list))
+    written: dict[tuple[str | None, str], list[RowPlan]] = defaultdict(list)
     for row_plan, row in valid:
         if row.location_ref:
-            spellings[row.customer_id or row.user_id, _plain(row.location_ref)][row.location_ref].append(row_plan)
+            written[row.customer_id or row.user_id, row.location_ref].append(row_plan)
+    spellings: dict[tuple[str | None, str], dict[str, list[RowPlan]]] = defaultdict(dict)
+    for (customer, ref), rows in written.items():
+        spellings[customer, _plain(ref)][ref] = rows
     for refs in spellings.values():
         if len(refs) < 2:
             continue
@@ -481,6 +487,12 @@ def _among(value: float, values: list[float], own: float) -> bool:
     return q1 - reach <= value <= q3 + reach
 
 
+def _core(values: list[float]) -> tuple[float, float]:
+    """Where a value lies among the others whichever one value is left out: most points, found
+    without working out the others' quartiles for each."""
+    return _quantile(values, 0.25, 0) - SWAP_REACH, _quantile(values, 0.75, len(values) - 1) + SWAP_REACH
+
+
 def _warn_swapped_coordinates(plan: Plan) -> None:
     """A site whose point lies away from the sheet's other sites while its swap lies among them
     had latitude and longitude typed in each other's columns."""
@@ -490,8 +502,11 @@ def _warn_swapped_coordinates(plan: Plan) -> None:
         return
     lats = sorted(c.latitude for c in points)
     lons = sorted(c.longitude for c in points)
+    lat_core, lon_core = _core(lats), _core(lons)
     swapped = set()
     for c in points:
+        if lat_core[0] <= c.latitude <= lat_core[1] and lon_core[0] <= c.longitude <= lon_core[1]:
+            continue
         here = _among(c.latitude, lats, c.latitude) and _among(c.longitude, lons, c.longitude)
         there = _among(c.longitude, lats, c.latitude) and _among(c.latitude, lons, c.longitude)
         if there and not here:
