@@ -133,6 +133,9 @@ def _read(args: argparse.Namespace) -> Intake:
         word = words.most_common(1)[0][0]
         notices.append(f"{name} values not recognised: {listed}{more}; map them to the API's values with "
                        f'--map-value "{name}:{word}=VALUE" or a [values.{name}] table in a --mapping file')
+    for name, n in sorted(plan.counts.items()):
+        if n:
+            notices.append(f"{n} rows flagged: {report.CHECKS.get(name, name)} (see each row's error or warnings)")
     gs1 = sum(1 for r in plan.rows if any("GS1 check digit" in w.message for w in r.warnings))
     if gs1:
         counts["rows with a meter point id failing the GS1 check digit"] = gs1

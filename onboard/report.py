@@ -31,6 +31,15 @@ KEY_FIELDS = frozenset({"customer_id", "location_ref", "meter_point_ids", "resou
                         *ID_FIELDS})
 """Columns Excel would damage by reading them as numbers: stored as text in xlsx outputs."""
 STATUS_ORDER = ("created", "exists", "valid", "failed", "invalid", "not sent", "skipped")
+CHECKS = {
+    "totals_or_headings": "a totals row or heading, refused",
+    "shared_meter_points": "a meter point id on two sites, refused",
+    "similar_site_refs": "site refs differing only in case or spaces, warned",
+    "repeated_devices": "identical device rows without a serial, warned",
+    "swapped_coordinates": "latitude and longitude look swapped, warned",
+    "template_example": "the template's example row, warned",
+}
+"""What each of the plan's cross-row checks counts, in words."""
 TO_FIX = ("failed", "invalid")
 """Statuses of the rows the user must fix: the errors file holds exactly these."""
 
@@ -132,6 +141,9 @@ def _row_status(row_plan: RowPlan, ledger: Ledger) -> tuple[str, str]:
     """A refusal the API gave outweighs a row not reached; only a row with nothing refused and
     something not reached is `not sent` (the next run of the same command sends it)."""
     outcomes = [ledger.get(kind, entity_id) for kind, entity_id in row_plan.entities()]
+    invalid = [o for o in outcomes if o is not None and o.state == "invalid"]
+    if invalid:
+        return "invalid", invalid[-1].reason
     refused = [o for o in outcomes if o is not None and o.state == "failed" and o.final]
     if refused:
         return "failed", refused[-1].reason
@@ -253,6 +265,8 @@ def _summary_rows(summary: dict) -> list[list[Any]]:
             rows.append([key, summary[key]])
     for key, n in summary.get("notices", {}).items():
         rows.append([key, n])
+    for key, n in summary.get("checks", {}).items():
+        rows.append([f"rows flagged: {CHECKS.get(key, key)}", n])
     if summary.get("reasons"):
         rows.append([])
         rows.append(["most frequent reasons (an example of each)", "rows"])
@@ -323,9 +337,9 @@ def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger
                 counts["not sent"] += 1
             else:
                 counts[outcome.state] += 1
-        states = ("created", "exists", "failed", "not sent") if ledger else ("planned",)
+        states = ("created", "exists", "failed", "invalid", "not sent") if ledger else ("planned",)
         entities[kind] = {state: counts.get(state, 0) for state in states
-                          if counts.get(state) or state != "not sent"}
+                          if counts.get(state) or state not in ("invalid", "not sent")}
     return {
         "input": str(sheet.path),
         "sheet": sheet.sheet_name,
@@ -334,6 +348,7 @@ def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger
         "status": {s: statuses[s] for s in STATUS_ORDER if statuses[s] or s in TO_FIX},
         "entities": entities,
         "reasons": frequent_reasons(results),
+        "checks": {name: n for name, n in sorted(plan.counts.items()) if n},
         "columns": [{"header": header, "use": use} for header, use in column_uses(sheet.columns)],
         **extra,
     }

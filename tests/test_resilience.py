@@ -189,7 +189,7 @@ def test_an_api_that_dies_midway_keeps_what_landed(capsys, tmp_path, monkeypatch
     state = tmp_path / "e.sqlite"
     assert run(capsys, "run", SAMPLES / "customers.csv", "--out", tmp_path, *local(state))[0] == 0
     knobs(monkeypatch, fail_rate=1)
-    other = write_csv(tmp_path / "more.csv", [[f"n{i}", "home", "", MPIDS[0], "", "", "", ""] for i in range(3)])
+    other = write_csv(tmp_path / "more.csv", [[f"n{i}", "home", "", MPIDS[i], "", "", "", ""] for i in range(3)])
     code, _, err = run(capsys, "run", other, *local(state))
     assert code == 1 and read_csv(tmp_path / "more.results.csv")[0]["status"] == "not sent"
 
