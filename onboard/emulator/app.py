@@ -12,9 +12,11 @@ import math
 import random
 import secrets
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -22,9 +24,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from onboard import contract
+from onboard import areas, contract
 from onboard.emulator.faults import ConnectionDropped, EmulatorSettings, Faults
-from onboard.emulator.store import Location, Resource, Store
+from onboard.emulator.store import Enrollment, Location, Resource, Store
 from onboard.records import has_valid_check_digit
 
 MAX_PAGE_SIZE = 1000
@@ -100,6 +102,32 @@ def _location(loc: Location) -> dict:
     if loc.latitude is not None:
         answer["coordinates"] = {"latitude": loc.latitude, "longitude": loc.longitude}
     return answer
+
+
+def _enrollment(user_id: str, enrollment: Enrollment | None) -> dict:
+    if enrollment is None:
+        return {"userId": user_id, "isEnrolled": False, "enrollmentId": None, "enrollmentDate": None}
+    return {"userId": user_id, "isEnrolled": True, "enrollmentId": enrollment.enrollment_id,
+            "enrollmentDate": enrollment.enrolled_at}
+
+
+def _page(query: dict[str, list[str]]) -> tuple[int, int]:
+    """The page asked for and its size, clamped as the service documents ("Maximum pageSize is 1000")."""
+    page = max(1, _int_query(query, "page", 1))
+    size = _int_query(query, "pageSize", DEFAULT_PAGE_SIZE)
+    return page, DEFAULT_PAGE_SIZE if size < 1 else min(size, MAX_PAGE_SIZE)
+
+
+def _pagination(page: int, size: int, total: int) -> dict:
+    pages = math.ceil(total / size)
+    return {
+        "totalRecords": total,
+        "pageSize": size,
+        "currentPage": page,
+        "totalPages": pages,
+        "nextPage": page + 1 if page < pages else None,
+        "previousPage": page - 1 if page > 1 else None,
+    }
 
 
 def _resource(res: Resource) -> dict:
@@ -229,22 +257,9 @@ class Handlers:
         return 201, {"users": [_user(u) for u in users]}
 
     def GetUsers(self, call: Call):
-        page = max(1, _int_query(call.query, "page", 1))
-        size = _int_query(call.query, "pageSize", DEFAULT_PAGE_SIZE)
-        size = DEFAULT_PAGE_SIZE if size < 1 else min(size, MAX_PAGE_SIZE)
+        page, size = _page(call.query)
         users, total = self.store.users((page - 1) * size, size)
-        pages = math.ceil(total / size)
-        return 200, {
-            "pagination": {
-                "totalRecords": total,
-                "pageSize": size,
-                "currentPage": page,
-                "totalPages": pages,
-                "nextPage": page + 1 if page < pages else None,
-                "previousPage": page - 1 if page > 1 else None,
-            },
-            "users": [_user(u) for u in users],
-        }
+        return 200, {"pagination": _pagination(page, size, total), "users": [_user(u) for u in users]}
 
     def GetUserById(self, call: Call):
         self._require_user(call.params["userId"])
@@ -366,9 +381,60 @@ class Handlers:
             raise Refused(404)
         return 204, None
 
-    # meters
+    # the SPARK program: eligibility and enrollment
+
+    def _is_eligible(self, user_id: str) -> bool:
+        """The guide's sandbox rule: a user is eligible while one of its locations lies in a test area."""
+        return any(loc.latitude is not None and areas.which_area(loc.latitude, loc.longitude) is not None
+                   for loc in self.store.locations_of(user_id))
+
+    def _eligible_users(self) -> list[str]:
+        boxes = [each.polygon.bounds for each in areas.all_areas().values()]
+        positions = self.store.positions_within(boxes)
+        found = areas.which_areas([p[1] for p in positions], [p[2] for p in positions])
+        return list(dict.fromkeys(p[0] for p, area in zip(positions, found, strict=True) if area is not None))
+
+    def GetUserEligibilityByUserId(self, call: Call):
+        user_id = call.params["userId"]
+        self._require_user(user_id)
+        return 200, {"userId": user_id, "isEligible": self._is_eligible(user_id)}
+
+    def GetEligibleUsers(self, call: Call):
+        page, size = _page(call.query)
+        eligible = self._eligible_users()
+        users = eligible[(page - 1) * size:page * size]
+        return 200, {"pagination": _pagination(page, size, len(eligible)), "users": [_user(u) for u in users]}
+
+    def GetUserEnrollmentByUserId(self, call: Call):
+        user_id = call.params["userId"]
+        self._require_user(user_id)
+        return 200, _enrollment(user_id, self.store.enrollment(user_id))
+
+    def PostUserEnrollment(self, call: Call):
+        """Enrolls an eligible user once: a second enrollment is refused naming it, so that a client
+        can tell "enrolled now" (200) from "enrolled already" (400, or GET first)."""
+        user_id = call.params["userId"]
+        self._require_user(user_id)
+        if self.store.enrollment(user_id) is not None:
+            raise Refused(400, f"User '{user_id}' is already enrolled", "userId")
+        if not self._is_eligible(user_id):
+            raise Refused(400, f"User '{user_id}' is not eligible for the SPARK program: none of its locations"
+                               " lies in a test area", "userId")
+        enrollment = Enrollment(user_id, str(uuid.uuid4()), datetime.now(UTC).isoformat(timespec="seconds"))
+        if not self.store.enroll(enrollment):
+            raise Refused(400, f"User '{user_id}' is already enrolled", "userId")
+        return 200, _enrollment(user_id, enrollment)
+
+    def DeleteUserEnrollment(self, call: Call):
+        user_id = call.params["userId"]
+        self._require_user(user_id)
+        if not self.store.unenroll(user_id):
+            raise Refused(400, f"User '{user_id}' is not enrolled", "userId")
+        return 204, None
 
     def GetMpidEligibility(self, call: Call):
+        """By the meter point id alone (18 digits, valid GS1 check digit): the spec ties it to no
+        user or location, and the guide's test areas make users eligible, not meter points."""
         mpid = call.params["mpid"]
         return 200, {"meterPointId": mpid, "isEligible": len(mpid) == 18 and has_valid_check_digit(mpid)}
 
