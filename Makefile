@@ -19,7 +19,7 @@ demo: $(STAMP)
 	  status=$$?; echo; echo "Results are in demo-output/:"; ls -1 demo-output | sed 's/^/  /'; exit $$status
 
 test: $(STAMP)
-	$(BIN)/ruff check onboard tests benchmarks
+	$(BIN)/ruff check onboard tests benchmarks tools
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
