@@ -33,9 +33,13 @@ MAX_INDEX_PART = 64 * MB
 """workbook.xml and relationship parts are parsed as trees; Excel's are kilobytes."""
 
 _TAG = re.compile(rb"<(?:[\w.-]+:)?(row|c)(?=[\s/>])([^>]*?)(/?)>")
-_ROW = re.compile(rb"<(?:[\w.-]+:)?row(?=[\s/>])([^>]*?)/?>")
-_HOLDING_CELL = re.compile(rb"<(?:[\w.-]+:)?c(?=[\s>])[^>]*?(?<!/)>")
-_HOLDING_REF = re.compile(rb"<(?:[\w.-]+:)?c\s[^>]*?(?<![\w:])r\s*=\s*[\"']([A-Z]{1,3})(\d{1,7})[\"'][^>]*?(?<!/)>")
+# the fast path: cells and rows as Excel, LibreOffice and openpyxl write them, `r` first
+_ROW_AS_EXCEL = re.compile(rb'<row r="(\d{1,7})"')
+_HIDDEN_ROW_AS_EXCEL = re.compile(rb'<row r="(\d{1,7})"[^>]*?\shidden="(?:1|true)"')
+_HOLDING_AS_EXCEL = re.compile(rb'<c r="([A-Z]{1,3}\d{1,7})"[^>/]*>')
+_HOLDING_ANY = re.compile(rb'<c r="[^"]*"[^>/]*>')
+_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_DIGITS = b"0123456789"
 _COL = re.compile(rb"<(?:[\w.-]+:)?col(?=[\s/>])([^>]*?)/?>")
 _REF = re.compile(rb"(?<![\w:])r\s*=\s*[\"']([A-Za-z]*)(\d*)[\"']")
 _HIDDEN = re.compile(rb"(?<![\w:])hidden\s*=\s*[\"'](?:1|true)[\"']")
@@ -111,48 +115,40 @@ class SheetScan:
     def _scan(self, data: bytes) -> None:
         if b"<col" in data:
             self._columns(data)
-        rows = _ROW.findall(data)
-        refs = _HOLDING_REF.findall(data)
-        if len(refs) != len(_HOLDING_CELL.findall(data)) or not all(b"r" in a and _REF.search(a) for a in rows):
+        rows = _ROW_AS_EXCEL.findall(data)
+        refs = _HOLDING_AS_EXCEL.findall(data)
+        if (data.count(b"<c ") != data.count(b'<c r="') or data.count(b"<row") != len(rows)
+                or b"<c>" in data or b":c " in data or b":row" in data
+                or len(refs) != len(_HOLDING_ANY.findall(data))):
             self._scan_slowly(data)
             return
-        for attributes in rows:
-            self.row = int(_REF.search(attributes).group(2))
-            if b"hidden" in attributes and _HIDDEN.search(attributes):
-                self.facts.hidden_rows.add(self.row)
+        if rows:
+            self.row, self.column = int(rows[-1]), 0
+            if b"hidden" in data:
+                self.facts.hidden_rows.update(int(r) for r in _HIDDEN_ROW_AS_EXCEL.findall(data))
         if refs:
-            self._hold_all(refs)
-            last_letters, last_row = refs[-1]
-            in_last_row = int(last_row) == self.row
-            self.column = column_number(last_letters) if in_last_row else 0
-        elif rows:
-            self.column = 0
+            self._hold_all(b" ".join(refs))
+            last = refs[-1]
+            if int(last.lstrip(_LETTERS)) == self.row:
+                self.column = column_number(last.rstrip(_DIGITS))
 
-    def _hold_all(self, refs: list[tuple[bytes, bytes]]) -> None:
-        rows = {int(r) for r in {r for _, r in refs}}
-        letters = {c for c, _ in refs}
-        columns = {column_number(c): c for c in letters}
-        low, high = min(rows), max(rows)
-        left, right = min(columns), max(columns)
+    def _hold_all(self, refs: bytes) -> None:
+        """`refs`: cell references (b"AB12") joined by spaces; split into letters and digits in C,
+        since this runs for every cell of the sheet."""
+        rows = {int(n): n for n in set(refs.translate(None, _LETTERS).split())}
+        columns = {column_number(c): c for c in set(refs.translate(None, _DIGITS).split())}
+        low, high, left, right = min(rows), max(rows), min(columns), max(columns)
         extent = self.facts.extent
         if extent is None:
-            extent = self.facts.extent = Extent(low, high, left, right, "", "")
-            extent.lowest = self._ref_in(refs, row=high)
-            extent.rightmost = self._ref_in(refs, letters=columns[right])
-            return
+            extent = self.facts.extent = Extent(low, 0, left, 0, "", "")
         extent.first_row = min(extent.first_row, low)
         extent.first_column = min(extent.first_column, left)
         if high > extent.last_row:
-            extent.last_row, extent.lowest = high, self._ref_in(refs, row=high)
+            extent.last_row = high
+            extent.lowest = next(r for r in reversed(refs.split()) if r.lstrip(_LETTERS) == rows[high]).decode()
         if right > extent.last_column:
-            extent.last_column, extent.rightmost = right, self._ref_in(refs, letters=columns[right])
-
-    @staticmethod
-    def _ref_in(refs: list[tuple[bytes, bytes]], row: int | None = None, letters: bytes | None = None) -> str:
-        for c, r in refs:
-            if (row is not None and int(r) == row) or c == letters:
-                return (c + r).decode()
-        return ""
+            extent.last_column = right
+            extent.rightmost = next(r for r in refs.split() if r.rstrip(_DIGITS) == columns[right]).decode()
 
     def _scan_slowly(self, data: bytes) -> None:
         for name, attributes, empty in _TAG.findall(data):
@@ -170,7 +166,7 @@ class SheetScan:
             else:
                 self.column += 1
             if not empty:
-                self._hold_all([(column_letters(self.column).encode(), str(self.row).encode())])
+                self._hold_all(f"{column_letters(self.column)}{self.row}".encode())
 
     def _columns(self, data: bytes) -> None:
         for attributes in _COL.findall(data):
@@ -179,6 +175,73 @@ class SheetScan:
                 if b"min" in bounds:
                     low = int(bounds[b"min"])
                     self.facts.hidden_columns.append((low, int(bounds.get(b"max", low))))
+
+
+_ODS_TAG = re.compile(rb"<(/?)(?:[\w.-]+:)?(table-row|table-cell|covered-table-cell|table)(?=[\s/>])([^>]*?)(/?)>")
+_REPEATED = re.compile(rb"number-(?:rows|columns)-repeated\s*=\s*[\"'](\d{1,10})[\"']")
+_VALUE_TYPE = re.compile(rb"value-type\s*=")
+
+
+class OdsScan:
+    """Streams an .ods content.xml, where rows and cells carry repeat counts (`number-rows-repeated`)
+    that calamine expands into every cell: the extent counts the repeats of what holds something.
+    calamine reads every sheet of an .ods at once, so the extent is the largest over all of them."""
+
+    def __init__(self) -> None:
+        self.facts = SheetFacts()
+        self.tail = b""
+        self.row = 0
+        self.column = 0
+        self.width = 0
+        self.repeat = 1
+        self.cell: tuple[int, int] | None = None
+
+    feed = SheetScan.feed
+
+    def close(self) -> SheetFacts:
+        self._scan(self.tail)
+        return self.facts
+
+    def _scan(self, data: bytes) -> None:
+        for end, name, attributes, empty in _ODS_TAG.findall(data):
+            if name == b"table":
+                if not end:
+                    self.row = 0
+            elif name == b"table-row":
+                if not end:
+                    self.column = self.width = 0
+                    self.repeat = _repeats(attributes)
+                if end or empty:
+                    if self.width:
+                        self._hold(self.row + self.repeat, self.width)
+                    self.row += self.repeat
+            elif end:
+                if self.cell is not None:
+                    self.width = max(self.width, self.cell[1])
+                    self.cell = None
+            else:
+                repeat = _repeats(attributes)
+                start, self.column = self.column, self.column + repeat
+                if _VALUE_TYPE.search(attributes):
+                    self.width = max(self.width, self.column)
+                elif not empty:
+                    self.cell = (start, self.column)  # holds something if it has content, e.g. <text:p>
+
+    def _hold(self, last_row: int, last_column: int) -> None:
+        extent = self.facts.extent
+        ref = f"{column_letters(last_column)}{last_row}"
+        if extent is None:
+            self.facts.extent = Extent(1, last_row, 1, last_column, ref, ref)
+            return
+        if last_row > extent.last_row:
+            extent.last_row, extent.lowest = last_row, ref
+        if last_column > extent.last_column:
+            extent.last_column, extent.rightmost = last_column, ref
+
+
+def _repeats(attributes: bytes) -> int:
+    found = _REPEATED.search(attributes) if b"repeated" in attributes else None
+    return max(1, int(found.group(1))) if found else 1
 
 
 def inspect(path: Path, sheet: str | None, limit: Limits) -> SheetFacts:
@@ -197,7 +260,9 @@ def inspect(path: Path, sheet: str | None, limit: Limits) -> SheetFacts:
                              f"{limit.max_uncompressed_mb:,} MiB " + too_big("the tool reads", "max_uncompressed_mb"))
         target = _sheet_part(path, archive, sheet)
         worksheets = [target] if target else [i.filename for i in parts if "worksheets/" in i.filename]
-        scans = {name: SheetScan() for name in worksheets}
+        scans: dict[str, SheetScan | OdsScan] = {name: SheetScan() for name in worksheets}
+        if path.suffix.lower() == ".ods" and "content.xml" in archive.namelist():
+            scans = {"content.xml": OdsScan()}
         for info in parts:
             _stream(path, archive, info, scans.get(info.filename), limit)
     for scan in scans.values():
@@ -208,7 +273,7 @@ def inspect(path: Path, sheet: str | None, limit: Limits) -> SheetFacts:
     return facts
 
 
-def _stream(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, scan: SheetScan | None,
+def _stream(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, scan: SheetScan | OdsScan | None,
             limit: Limits) -> None:
     """Decompress one part chunk by chunk; zipfile stops at the size the part declares and checks
     its CRC, so a part that lies about its size is refused as damaged, never read past it."""
