@@ -23,8 +23,8 @@ from onboard.journal import journal_path, recorded_input
 from onboard.pipeline import Ledger
 from onboard.plan import Plan, RowPlan
 from onboard.records import Problem
-from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet, column_uses
-from onboard.workbook import neutralise, write_table
+from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet, column_uses, protect
+from onboard.workbook import write_table
 
 ID_FIELDS = ("user_id", "location_id", "resource_id")
 KEY_FIELDS = frozenset({"customer_id", "location_ref", "meter_point_ids", "resource_ref", "resource_meter_point_id",
@@ -286,9 +286,11 @@ def write_xlsx(path: Path, sheet: Sheet, results: list[RowResult], keep, title: 
                summary: dict | None) -> None:
     headers, own, rows = _table(sheet, results, keep, typed=True)
     text_columns = {c.index for c in sheet.columns if c.field in KEY_FIELDS}
+    _, sources, _ = _layout(sheet)
+    hidden = frozenset(p for p, source in enumerate(sources) if source in sheet.hidden_columns)
     with atomic(path) as temporary:
         write_table(temporary, title, headers, own, rows, _summary_rows(summary) if summary else None,
-                    text_columns)
+                    text_columns, hidden)
 
 
 def write_csv(path: Path, sheet: Sheet, results: list[RowResult], keep) -> None:
@@ -296,9 +298,9 @@ def write_csv(path: Path, sheet: Sheet, results: list[RowResult], keep) -> None:
     style = sheet.csv_style
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, delimiter=style.delimiter if style else ",", lineterminator="\r\n")
-    writer.writerow([neutralise(h) for h in headers])
+    writer.writerow([protect(h) for h in headers])
     for _, values in rows:
-        writer.writerow(["" if v is None else neutralise(str(v)) for v in values])
+        writer.writerow(["" if v is None else protect(str(v)) for v in values])
     encoding = style.encoding if style else "utf-8"
     with atomic(path) as temporary:
         temporary.write_bytes(buffer.getvalue().encode(encoding, errors="replace"))

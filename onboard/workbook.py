@@ -1,5 +1,9 @@
 """Excel outputs a person can act on: frozen header, filters, widths, the cells to fix marked
-with their reason, and ID columns stored as text so Excel cannot turn them into numbers."""
+with their reason, and ID columns stored as text so Excel cannot turn them into numbers.
+
+Every text is written as a text cell (never a formula, whatever it starts with, so it needs no
+`'` and reads back as it was), and with the characters XML cannot hold written in Excel's own
+escape, `_xHHHH_`, which Excel and the tool's reader turn back into the character."""
 
 from __future__ import annotations
 
@@ -32,15 +36,34 @@ MAX_COMMENTS = 10_000
 """Beyond this many marked cells, cells are still filled but carry no comment: writing a comment
 costs openpyxl a drawing shape each, and the reason is in the row's `error` cell anyway."""
 
-_NUMBER = re.compile(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?")
+_UNWRITABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]|_(?=x[0-9A-Fa-f]{4}_)")
 
 
-def neutralise(text: str) -> str:
-    """Text a spreadsheet would run as a formula gets a leading apostrophe (CSV/formula injection);
-    a plain signed number is left alone."""
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _NUMBER.fullmatch(text.replace(" ", "")):
-        return "'" + text
-    return text
+def _escape(match: re.Match[str]) -> str:
+    return f"_x{ord(match.group()):04X}_"
+
+
+def xlsx_text(text: str) -> str:
+    """A text as an xlsx cell holds it: control characters (BEL, ESC, ...) as `_x0007_`, and the `_`
+    of a text that already looks like such an escape as `_x005F_`, so it reads back unchanged."""
+    return _UNWRITABLE.sub(_escape, text)
+
+
+def _text_cell(sheet, text: str) -> WriteOnlyCell:
+    cell = WriteOnlyCell(sheet, value=xlsx_text(text))
+    cell.data_type = "s"  # openpyxl would take a text starting with "=" for a formula
+    return cell
+
+
+def _plain(sheet, value: Any) -> Any:
+    """A value as openpyxl writes it fastest, or a text cell where a plain str would not do."""
+    if not isinstance(value, str):
+        return value
+    if not value:
+        return None
+    if value.startswith("=") or _UNWRITABLE.search(value):
+        return _text_cell(sheet, value)
+    return value
 
 
 def _width(values: list[Any]) -> float:
@@ -50,20 +73,23 @@ def _width(values: list[Any]) -> float:
 
 def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
                 rows: list[tuple[Any, list[Any]]], summary: list[list[Any]] | None,
-                text_columns: set[int]) -> None:
-    """`rows` are (result, values); a result's `cell_problems` name the cells to mark."""
+                text_columns: set[int], hidden_columns: frozenset[int] = frozenset()) -> None:
+    """`rows` are (result, values); a result's `cell_problems` name the cells to mark;
+    `hidden_columns` (output positions) stay hidden as they were in the input."""
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet(title)
     sheet.freeze_panes = "A2"
     sheet.page_setup.orientation = "landscape"
     for position, header in enumerate(headers):
         sample = [header] + [values[position] for _, values in rows[:WIDTH_SAMPLE]]
-        sheet.column_dimensions[get_column_letter(position + 1)].width = _width(sample)
+        dimension = sheet.column_dimensions[get_column_letter(position + 1)]
+        dimension.width = _width(sample)
+        dimension.hidden = position in hidden_columns
     sheet.auto_filter.ref = f"A1:{get_column_letter(max(1, len(headers)))}{len(rows) + 1}"
     ids = {own[name] for name in ("user_id", "location_id", "resource_id")} | text_columns
     header_cells = []
     for header in headers:
-        cell = WriteOnlyCell(sheet, value=neutralise(header) if header else header)
+        cell = _text_cell(sheet, header) if header else WriteOnlyCell(sheet, value=None)
         cell.font = Font(bold=True)
         cell.fill = HEADER_FILL
         header_cells.append(cell)
@@ -74,14 +100,13 @@ def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
         marked = result.cell_problems
         line: list[Any] = []
         for position, value in enumerate(values):
-            if isinstance(value, str):
-                value = neutralise(value) if value else None
             if position not in ids and position != status_at and position not in marked:
-                line.append(value)  # a plain value: openpyxl writes these fastest
+                line.append(_plain(sheet, value))
                 continue
-            cell = WriteOnlyCell(sheet, value=value)
-            if isinstance(value, str):
-                cell.data_type = "s"
+            if isinstance(value, str) and value:
+                cell = _text_cell(sheet, value)
+            else:
+                cell = WriteOnlyCell(sheet, value=None if value == "" else value)
             if position in ids:
                 cell.number_format = TEXT
             if position == status_at:
@@ -89,7 +114,7 @@ def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
             if position in marked:
                 cell.fill = PROBLEM_FILL
                 if comments < MAX_COMMENTS:
-                    cell.comment = Comment(marked[position], "onboard", width=300, height=120)
+                    cell.comment = Comment(xlsx_text(marked[position]), "onboard", width=300, height=120)
                     comments += 1
             line.append(cell)
         sheet.append(line)
@@ -98,7 +123,7 @@ def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
         page.column_dimensions["A"].width = 60
         page.column_dimensions["B"].width = 14
         for line in summary:
-            page.append([neutralise(v) if isinstance(v, str) else v for v in line])
+            page.append([_plain(page, v) for v in line])
     workbook.save(path)
 
 

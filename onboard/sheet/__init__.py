@@ -14,7 +14,8 @@ from onboard.errors import InputError
 from onboard.mapping import Mapping
 from onboard.sheet._base import WORKBOOKS, Reader, cell_text
 from onboard.sheet._calamine import XlsxReader
-from onboard.sheet._csv import CsvReader, CsvStyle
+from onboard.sheet._csv import CsvReader, CsvStyle, protect, unprotect
+from onboard.sheet._limits import Limits
 from onboard.sheet.columns import (
     FIELDS,
     OUTPUT_COLUMNS,
@@ -28,8 +29,8 @@ from onboard.sheet.columns import (
 )
 
 __all__ = ["FIELDS", "OUTPUT_COLUMNS", "OWN_COLUMNS", "WORKBOOKS", "Column", "CsvReader", "CsvStyle",
-           "Reader", "Sheet", "SheetRow", "XlsxReader", "cell_text", "check_columns", "column_uses", "known_field",
-           "match_columns", "normalise", "open_reader", "read"]
+           "Limits", "Reader", "Sheet", "SheetRow", "XlsxReader", "cell_text", "check_columns", "column_uses",
+           "known_field", "match_columns", "normalise", "open_reader", "protect", "read", "unprotect"]
 
 HEADER_SEARCH_ROWS = 30
 
@@ -40,6 +41,9 @@ class SheetRow:
     cells: list[str]
     values: list[object]
     numeric: frozenset[int] = frozenset()
+    hidden: bool = False
+    """Hidden in the workbook (filtered out, or hidden by hand): imported all the same, but a person
+    looking at the sheet does not see it."""
 
 
 @dataclass
@@ -52,6 +56,8 @@ class Sheet:
     sheet_name: str | None = None
     csv_style: CsvStyle | None = None
     notes: list[str] = field(default_factory=list)
+    hidden_columns: frozenset[int] = frozenset()
+    """Indexes of the columns hidden in the workbook; the xlsx outputs hide them too."""
 
     def column(self, field_name: str) -> Column | None:
         return next((c for c in self.columns if c.field == field_name), None)
@@ -121,18 +127,23 @@ def read(path: Path, sheet: str | None = None, mapping: Mapping | None = None) -
                              f"first {HEADER_SEARCH_ROWS} rows, but sheet {other!r} does: add --sheet {other!r}")
         at = 0
     header_number, headers = texts[at]
-    raw = [(n, values) for n, values in _chain(head, records) if n > header_number and _filled(values)]
-    width = max([len(headers), *(_width(values) for _, values in raw)])
+    raw = []
+    for number, values in _chain(head, records):
+        filled = _width(values)
+        if number > header_number and filled:
+            raw.append((number, values[:filled]))  # a stray cell far right widens no other row
+    width = max([len(headers), *(len(values) for _, values in raw)])
     columns = match_columns(headers + [""] * (width - len(headers)), mapping)
     rows = []
+    hidden_rows = reader.hidden_rows
     for number, values in raw:
-        values = list(values[:width]) + [""] * (width - len(values))
+        values = values + [""] * (width - len(values))
         numeric = frozenset(i for i, v in enumerate(values)
                             if isinstance(v, (int, float)) and not isinstance(v, bool))
-        rows.append(SheetRow(number, [cell_text(v) for v in values], values, numeric))
+        rows.append(SheetRow(number, [cell_text(v) for v in values], values, numeric, number in hidden_rows))
     style = reader.style if isinstance(reader, CsvReader) else None
-    return Sheet(path, reader.format, columns, rows, header_number,
-                 getattr(reader, "sheet_name", None), style)
+    return Sheet(path, reader.format, columns, rows, header_number, getattr(reader, "sheet_name", None), style,
+                 hidden_columns=frozenset(i for i in reader.hidden_columns if i < width))
 
 
 def _filled(values: list[object]) -> bool:

@@ -14,6 +14,10 @@ WORKBOOKS = (".xlsx", ".xlsm", ".xls", ".ods")
 
 class Reader(Protocol):
     format: str
+    hidden_rows: frozenset[int]
+    """Row numbers (as the file numbers them) hidden in the workbook."""
+    hidden_columns: frozenset[int]
+    """Indexes into each record's values of the columns hidden in the workbook."""
 
     def records(self) -> Iterator[tuple[int, list[object]]]:
         """(row number as the file numbers it, cell values) for every row, blank ones included."""

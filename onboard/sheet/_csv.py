@@ -1,17 +1,58 @@
-"""CSV as Nordic Excel and billing systems write it: any common encoding and delimiter."""
+"""CSV as Nordic Excel and billing systems write it: any common encoding and delimiter.
+
+The file is streamed, never held whole, and read only within the limits (`_limits`). This module
+also holds both halves of the tool's CSV text convention, so they cannot drift: `protect` (how a
+text is written so a spreadsheet never runs it as a formula) and `unprotect` (how a field is read,
+giving back exactly what `protect` was given).
+"""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import re
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from onboard.errors import InputError
+from onboard.sheet._limits import EXCEL_CELL_CHARACTERS, MB, Limits, check_regular_file, limits, too_big
 
 CSV_DELIMITERS = (",", ";", "\t")
+SAMPLE_LINES = 50
+SAMPLE_LINE_CHARACTERS = 64 * 1024
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?")
+_KEEP_AS_TEXT = re.compile(r'="((?:[^"]|"")*)"', re.DOTALL)
+
+
+def _looks_like_formula(text: str) -> bool:
+    """Whether a spreadsheet would run the text as a formula, ignoring leading apostrophes (so that
+    `protect` and `unprotect` agree on every text, whatever it starts with); a plain signed number
+    is not a formula."""
+    bare = text.lstrip("'")
+    return bare.startswith(_FORMULA_START) and not _NUMBER.fullmatch(bare.replace(" ", ""))
+
+
+def protect(text: str) -> str:
+    """A text as the tool writes it to CSV: with a leading `'` where a spreadsheet would run it as a
+    formula (CSV/formula injection). `unprotect(protect(t)) == t` for every text."""
+    return "'" + text if _looks_like_formula(text) else text
+
+
+def unprotect(field: str) -> str:
+    """A CSV field as the text it holds: Excel's keep-as-text form `="007"` is `007`, and the `'`
+    that `protect` added is removed (one, and only where `protect` would have added it)."""
+    if field.startswith('="') and (kept := _KEEP_AS_TEXT.fullmatch(field)):
+        return kept.group(1).replace('""', '"')
+    if field.startswith("'") and _looks_like_formula(field[1:]):
+        return field[1:]
+    return field
 
 
 @dataclass(frozen=True)
@@ -24,56 +65,107 @@ class CsvStyle:
 
 class CsvReader:
     format = "csv"
+    hidden_rows: frozenset[int] = frozenset()
+    hidden_columns: frozenset[int] = frozenset()
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, limit: Limits | None = None) -> None:
         self.path = path
+        self.limit = limit or limits()
+        check_regular_file(path, self.limit)
         try:
-            raw = path.read_bytes()
+            self.encoding = _detect_encoding(path)
+            with self._open() as handle:
+                self.delimiter = _detect_delimiter(handle)
         except OSError as exc:
             raise InputError(f"{path} cannot be read: {exc.strerror}") from None
-        self.encoding = _detect_encoding(raw)
-        self.text = raw.decode(self.encoding)
-        self.delimiter = _detect_delimiter(self.text)
 
     @property
     def style(self) -> CsvStyle:
         return CsvStyle(self.encoding, self.delimiter)
 
+    def _open(self) -> io.TextIOWrapper:
+        return self.path.open(encoding=self.encoding, newline="")
+
     def records(self) -> Iterator[tuple[int, list[object]]]:
-        reader = csv.reader(io.StringIO(self.text, newline=""), delimiter=self.delimiter)
         line = 0
         try:
-            for record in reader:
-                yield line + 1, list(record)
-                line = reader.line_num
+            with self._open() as handle, _field_limit(self.limit.max_csv_field):
+                reader = csv.reader(handle, delimiter=self.delimiter)
+                for record in reader:
+                    if line >= self.limit.max_rows:
+                        raise InputError(f"{self.path.name} has more than {self.limit.max_rows:,} lines, "
+                                         + too_big("the tool reads", "max_rows"))
+                    if len(record) > self.limit.max_columns:
+                        self._check_width(record, line + 1)
+                    yield line + 1, [unprotect(f) if f[:1] in "='" else f for f in record]
+                    line = reader.line_num
         except csv.Error as exc:
+            if "field larger than field limit" in str(exc):
+                raise InputError(
+                    f"{self.path.name}, line {line + 1}: a field is longer than {self.limit.max_csv_field:,} "
+                    f"characters (Excel holds at most {EXCEL_CELL_CHARACTERS:,} in a cell): is a quote (\") "
+                    "missing or one too many? " + too_big("Fix the line", "max_csv_field")) from None
             raise InputError(f"{self.path.name}, line {line + 1}: the CSV cannot be read there ({exc})") from None
+        except OSError as exc:
+            raise InputError(f"{self.path} cannot be read: {exc.strerror}") from None
+
+    def _check_width(self, record: list[str], line: int) -> None:
+        last = max(i for i, f in enumerate(record) if f.strip()) if any(f.strip() for f in record) else 0
+        if last >= self.limit.max_columns:
+            raise InputError(f"{self.path.name}, line {line}: field {last + 1:,} holds something, beyond the "
+                             f"{self.limit.max_columns:,} columns " + too_big("the tool reads", "max_columns"))
 
 
-def _detect_encoding(raw: bytes) -> str:
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+@contextmanager
+def _field_limit(characters: int) -> Iterator[None]:
+    """The csv module's field limit is process-wide: set for this read, then given back."""
+    before = csv.field_size_limit(characters)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(before)
+
+
+def _detect_encoding(path: Path) -> str:
+    """UTF-16 or UTF-8 by their BOM; else the first of UTF-8 and cp1252 that decodes the whole file
+    (decoded in chunks, never held), else latin-1, which decodes anything."""
+    with path.open("rb") as handle:
+        start = handle.read(4)
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")):
         return "utf-16"
-    if raw.startswith(b"\xef\xbb\xbf"):
+    if start.startswith(b"\xef\xbb\xbf"):
         return "utf-8-sig"
     for encoding in ("utf-8", "cp1252"):
-        try:
-            raw.decode(encoding)
+        if _decodes(path, encoding):
             return encoding
-        except UnicodeDecodeError:
-            continue
     return "latin-1"
 
 
-def _detect_delimiter(text: str) -> str:
+def _decodes(path: Path, encoding: str) -> bool:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(MB):
+                decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _detect_delimiter(handle: io.TextIOWrapper) -> str:
     """The delimiter that splits the first lines most consistently into more than one field."""
-    sample = [line for line in text.splitlines()[:50] if line.strip()]
+    lines = (handle.readline(SAMPLE_LINE_CHARACTERS) for _ in range(SAMPLE_LINES * 20))
+    sample = list(islice((line for line in lines if line.strip()), SAMPLE_LINES))
     best, best_score = ",", (0, 0)
-    for delimiter in CSV_DELIMITERS:
-        counts = Counter(len(r) for r in csv.reader(sample, delimiter=delimiter))
-        width, lines = counts.most_common(1)[0] if counts else (1, 0)
-        score = (lines, width) if width > 1 else (0, 0)
-        if score > best_score:
-            best, best_score = delimiter, score
+    with _field_limit(SAMPLE_LINE_CHARACTERS):
+        for delimiter in CSV_DELIMITERS:
+            try:
+                counts = Counter(len(r) for r in csv.reader(sample, delimiter=delimiter))
+            except csv.Error:
+                continue
+            width, lines_alike = counts.most_common(1)[0] if counts else (1, 0)
+            score = (lines_alike, width) if width > 1 else (0, 0)
+            if score > best_score:
+                best, best_score = delimiter, score
     return best
-
-
