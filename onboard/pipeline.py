@@ -246,7 +246,8 @@ class Run:
         users = [u for u in self.plan.users if self.ledger.get("user", u) is None]
         if not users:
             return
-        existing = await self._existing_users(users)
+        with self._bar("finding users", 0, "request") as bar:
+            existing = await self._existing_users(users, bar)
         for user_id in existing:
             self.ledger.settle("user", user_id, Outcome("exists"))
         locations: dict[str, list[Location]] = defaultdict(list)
@@ -276,8 +277,13 @@ class Run:
                     self._settle_match("resource", resource.id, compare_resource(resource, held[resource.id]),
                                        "exists")
 
-        await together(each(existing, held_locations, self.concurrency),
-                       each(resources, held_resources, self.concurrency))
+        with self._bar("reading their sites and devices", len(existing) + len(resources), "request") as bar:
+            async def counted(work, user_id: str) -> None:
+                await work(user_id)
+                bar.update(1)
+
+            await together(each(existing, lambda u: counted(held_locations, u), self.concurrency),
+                           each(resources, lambda u: counted(held_resources, u), self.concurrency))
         self._warn_unnamed_devices(devices)
 
     async def _held_locations(self, user_id: str) -> dict[str, dict[str, Any]]:
@@ -352,7 +358,7 @@ class Run:
             if not needed and kind != "location" and self.ledger.get(kind, entity_id) is None:
                 self.ledger.settle(kind, entity_id, Outcome("invalid", reasons[kind, entity_id]))
 
-    async def _existing_users(self, users: list[str]) -> set[str]:
+    async def _existing_users(self, users: list[str], bar: tqdm) -> set[str]:
         """Listing every user costs a page per thousand; asking for each costs one per user: take
         the cheaper of the two."""
         first = await self.api.users_page(1, LIST_PAGE_SIZE)
@@ -361,21 +367,30 @@ class Run:
             size = first.body["pagination"]["pageSize"]
             pages = math.ceil(first.body["pagination"]["totalRecords"] / max(1, size))
             if pages - 1 <= len(users):
+                bar.reset(total=max(1, pages))
+                bar.update(1)
                 listed = {u["userId"] for u in first.body.get("users", [])}
 
                 async def page(n: int) -> None:
                     answer = await self.api.users_page(n, size)
                     listed.update(u["userId"] for u in (answer.body or {}).get("users", []))
+                    bar.update(1)
 
                 await each(range(2, pages + 1), page, self.concurrency)
                 return {u for u in users if u in listed}
+        bar.reset(total=len(users))
 
         async def ask(user_id: str) -> None:
             if (await self.api.user(user_id)).ok:
                 found.add(user_id)
+            bar.update(1)
 
         await each(users, ask, self.concurrency)
         return found
+
+    def _bar(self, desc: str, total: int, unit: str) -> tqdm:
+        return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
+                    disable=None if self.show_progress is None else not self.show_progress)
 
     # creating
 
@@ -492,8 +507,7 @@ class Run:
         items = {"user": self.plan.users, "location": self.plan.locations, "resource": self.plan.resources}
         for stage in self.stages():
             total = len(items[stage.kind])
-            with tqdm(total=total, desc=f"{stage.kind}s", unit=stage.kind, file=sys.stderr,
-                      disable=None if self.show_progress is None else not self.show_progress) as bar:
+            with self._bar(f"{stage.kind}s", total, stage.kind) as bar:
                 bar.update(sum(1 for i in items[stage.kind] if self.ledger.get(stage.kind, i) is not None))
                 self.bars[stage.kind] = bar
                 await self.create(stage, items[stage.kind], uncertain)

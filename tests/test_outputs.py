@@ -186,7 +186,11 @@ def test_progress_bars_go_to_stderr(capsys, tmp_path):
     code, out, err = run(capsys, "run", path, "--env", "local", "--state", tmp_path / "e.sqlite", "--progress")
     assert code == 0
     assert "users: 100%" in err and "locations: 100%" in err and "resources: 100%" in err
-    assert "100%" not in out
+    assert "finding users: 100%" in err and "100%" not in out
+    code, out, err = run(capsys, "run", path, "--env", "local", "--state", tmp_path / "e.sqlite", "--progress")
+    assert code == 0 and "finding users: 100%" in err and "reading their sites and devices: 100%" in err
+    code, _, err = run(capsys, "validate", path, "--no-progress")
+    assert code == 0 and "100%" not in err
 
 
 def test_unwritable_places_and_bad_urls_are_messages_not_tracebacks(capsys, tmp_path):

@@ -255,3 +255,44 @@ def test_the_summary_says_what_ran_where_and_when(capsys, tmp_path):
     assert run(capsys, "run", source, *local(tmp_path / "e.sqlite"))[0] == 0
     again = json.loads((tmp_path / "export.summary.json").read_text())
     assert again["entities"]["users"] == {"created": 0, "exists": 6, "failed": 0}
+
+
+def test_hidden_rows_are_counted_and_merged_customer_cells_fill_down(capsys, tmp_path):
+    rows = export_rows()
+    source = billing_export(tmp_path / "export.xlsx", rows)
+    workbook = load_workbook(source)
+    sheet = workbook["Kunder"]
+    sheet.row_dimensions[6].hidden = sheet.row_dimensions[7].hidden = True  # filtered out in Excel
+    sheet["A9"] = None
+    sheet.merge_cells("A8:A9")  # one customer number merged over two device rows
+    workbook.save(source)
+    code, out, err = run(capsys, "run", source, *local(tmp_path / "e.sqlite"))
+    assert code == 0, err
+    assert "2 rows are hidden in the workbook" in err and '--where "Column=value"' in err
+    assert json.loads((tmp_path / "export.summary.json").read_text())["notices"]["hidden rows"] == 2
+    results = read_xlsx(tmp_path / "export.results.xlsx")
+    assert results[4]["user_id"] == results[3]["user_id"], "row 9 takes the customer merged down from row 8"
+
+
+def test_a_custom_base_url_is_recorded_as_such(capsys, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    port = 18000 + (hash(str(tmp_path)) % 2000)
+    server = subprocess.Popen([sys.executable, "-m", "onboard", "emulator", "--port", str(port), "--state",
+                               str(tmp_path / "served.sqlite")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert "emulator at" in server.stdout.readline()
+        monkeypatch.setenv("SPARK_CLIENT_ID", "partner")
+        monkeypatch.setenv("SPARK_CLIENT_SECRET", "s3cret")
+        base = f"http://127.0.0.1:{port}"
+        path = write_csv(tmp_path / "in.csv", [["1", MPIDS[0]]], ["customer_id", "meter_point_ids"])
+        code, _, err = run(capsys, "run", path, "--base-url", f"{base}/energy-coordination/v1", "--token-url",
+                           f"{base}/connect/token", "--no-progress")
+        assert code == 0, err
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    summary = json.loads((tmp_path / "in.summary.json").read_text())
+    assert summary["environment"] == "custom" and summary["base_url"] == f"{base}/energy-coordination/v1"
