@@ -135,7 +135,8 @@ def _read(args: argparse.Namespace) -> Intake:
                        f'--map-value "{name}:{word}=VALUE" or a [values.{name}] table in a --mapping file')
     for name, n in sorted(plan.counts.items()):
         if n:
-            notices.append(f"{n} rows flagged: {report.CHECKS.get(name, name)} (see each row's error or warnings)")
+            notices.append(f"{n} {'row' if n == 1 else 'rows'} flagged: {report.CHECKS.get(name, name)} "
+                           "(see each row's error or warnings)")
     gs1 = sum(1 for r in plan.rows if any("GS1 check digit" in w.message for w in r.warnings))
     if gs1:
         counts["rows with a meter point id failing the GS1 check digit"] = gs1

@@ -4,6 +4,10 @@ customers.xlsx / customers.csv   60 customers: meter-only, coordinates-only and 
                                  devices at a site; customers with two sites; vehicles.
 customers-with-errors.xlsx       the same kind of sheet with the mistakes real sheets have, to show
                                  the fix-and-re-run loop.
+billing-export.xlsx              a Norwegian billing system's export: title rows, Norwegian headers
+(+ billing-export.toml)          and values, CRM columns, a status column, a customer merged over its
+                                 device rows, rows filtered out, a totals row, a meter point id on two
+                                 sites, a device repeated by a join; with the mapping file it needs.
 """
 
 from __future__ import annotations
@@ -92,6 +96,71 @@ def write_xlsx(path: Path, rows: list[list[object]]) -> None:
     workbook.save(path)
 
 
+BILLING_HEADERS = ["Kundenummer", "Kunde", "Type", "Anlegg", "Anleggstype", "Målepunkt-ID", "Breddegrad",
+                   "Lengdegrad", "Enhetstype", "Serienummer", "User ID", "Status", "Telefon"]
+BILLING_DEVICES = ["Varmtvannsbereder", "Elbillader", "Varmepumpe", "Varmepumpe Nibe F2040", "Solcelleanlegg"]
+BILLING_SITES = ["Bolig", "Hytte", "Næring"]
+
+
+def billing_export(rng: random.Random) -> tuple[list[list[object]], set[int]]:
+    """Rows of the export and the indexes of the rows Excel's filter hides."""
+    rows: list[list[object]] = []
+    hidden: set[int] = set()
+    for n in range(40):
+        customer = str(3100400 + n * 7)
+        name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+        town, lat, lon = rng.choice(TOWNS[:4])
+        mpid = meter_point_id(rng)
+        site = rng.choice(BILLING_SITES)
+        status = "Avsluttet" if n % 13 == 5 else "Aktiv"
+        latitude = f"{lat + rng.uniform(-0.05, 0.05):.5f}".replace(".", ",")
+        longitude = f"{lon + rng.uniform(-0.05, 0.05):.5f}".replace(".", ",")
+        for _ in range(rng.choice([1, 1, 2])):
+            if status == "Avsluttet":
+                hidden.add(len(rows))
+            serial = "" if n == 17 else f"{rng.choice('ABCDEFGH')}{rng.randint(100000, 999999)}"
+            rows.append([customer, name, "Bedrift" if site == "Næring" else "Privat", f"ANL-{customer}-1", site, mpid,
+                         latitude, longitude, rng.choice(BILLING_DEVICES), serial, f"{name.split()[0].lower()}{n}", status,
+                         f"+47 9{rng.randint(1000000, 9999999)}"])
+    unnamed = next(i for i, row in enumerate(rows) if not row[9])  # a device exported without its serial
+    rows.insert(unnamed + 1, [*rows[unnamed][:12], "+47 41234567"])  # repeated by a join on phone numbers
+    alone = [i for i, row in enumerate(rows) if sum(r[0] == row[0] for r in rows) == 1 and row[11] == "Aktiv"]
+    rows[alone[4]][5] = rows[alone[1]][5]  # a meter point id typed onto a second customer's site
+    rows.append(["Totalt", f"{len(rows)} rader", "", "", "", "", "", "", "", "", "", "", ""])
+    return rows, hidden
+
+
+def write_billing_export(path: Path, rows: list[list[object]], hidden: set[int]) -> None:
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.title = "Kunder"
+    sheet.append(["Kundeliste - eksport fra faktureringssystemet"])
+    sheet.append(["Generert 2026-11-01 06:00, alle anlegg"])
+    sheet.append([])
+    sheet.append(BILLING_HEADERS)
+    for cell in sheet[4]:
+        cell.font = Font(bold=True)
+    for row in rows:
+        sheet.append([None if v == "" else v for v in row])
+    for index in hidden:
+        sheet.row_dimensions[index + 5].hidden = True
+    first = next(i for i in range(len(rows) - 1) if rows[i][0] == rows[i + 1][0])  # merge a customer's cells
+    sheet.cell(first + 6, 1).value = None
+    sheet.merge_cells(start_row=first + 5, start_column=1, end_row=first + 6, end_column=1)
+    sheet.auto_filter.ref = f"A4:M{len(rows) + 4}"
+    workbook.save(path)
+
+
+BILLING_MAPPING = """\
+# How to read billing-export.xlsx: run with --mapping sample_data/billing-export.toml
+ignore = ["Type"]                  # Privat/Bedrift: the customer's segment, not the device type
+
+[values.resource_type]
+"Varmepumpe Nibe F2040" = "HVAC"
+"Solcelleanlegg" = "SolarInverter"
+"""
+
+
 def main() -> None:
     rows = customers(random.Random(2026), 60)
     write_xlsx(HERE / "customers.xlsx", rows)
@@ -100,6 +169,8 @@ def main() -> None:
         writer.writerow(HEADERS)
         writer.writerows(rows)
     write_xlsx(HERE / "customers-with-errors.xlsx", with_errors(random.Random(7)))
+    write_billing_export(HERE / "billing-export.xlsx", *billing_export(random.Random(47)))
+    (HERE / "billing-export.toml").write_text(BILLING_MAPPING, encoding="utf-8")
 
 
 if __name__ == "__main__":
