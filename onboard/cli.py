@@ -20,7 +20,7 @@ from onboard import __version__, api, contract, records, report, template
 from onboard import plan as planning
 from onboard import sheet as sheets
 from onboard.emulator.faults import EmulatorSettings
-from onboard.errors import ConfigError, Interrupted, OnboardError, UsageError
+from onboard.errors import ConfigError, Interrupted, OnboardError, UsageError, printable
 from onboard.journal import Journal, journal_path
 from onboard.journal import progress as progress_of
 from onboard.pipeline import BatchSize, Ledger, Run, stop_everything
@@ -180,7 +180,7 @@ def _confirm_production(args: argparse.Namespace, where: Target, plan: planning.
         raise UsageError("--env production registers real customers: add --yes to confirm when not "
                          "running interactively")
     answer = input(f"Register {len(plan.users)} users, {len(plan.locations)} locations and "
-                   f"{len(plan.resources)} resources in PRODUCTION ({where.base_url})? Type yes: ")
+                   f"{len(plan.resources)} resources in PRODUCTION ({where.shown_base_url})? Type yes: ")
     if answer.strip().lower() != "yes":
         raise UsageError("not confirmed; nothing was sent")
 
@@ -216,7 +216,9 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     _confirm_production(args, where, plan)
     planned = {"users": len(plan.users), "locations": len(plan.locations), "resources": len(plan.resources)}
-    api_key = where.base_url if not where.local else f"{where.base_url} (state {run_with['knobs'].state.resolve()})"
+    api_key = where.shown_base_url
+    if where.local:
+        api_key += f" (state {run_with['knobs'].state.resolve()})"
     journal = Journal.open(journal_path(outputs.results.parent, sheet.path), sheet.path, api_key, planned)
     stats = run_with["stats"]
     try:
@@ -240,15 +242,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             stop_everything(plan, ledger, f"not sent: {stopped}")
         results = report.row_results(sheet, plan, ledger)
         summary = report.summarise(
-            sheet, plan, results, ledger, environment=where.env, base_url=where.base_url, resumed=journal.resumed,
-            **stats.as_dict(), batch_size=run_with["batch"].value, seconds=round(time.monotonic() - started, 2),
+            sheet, plan, results, ledger, environment=where.env, base_url=where.shown_base_url,
+            resumed=journal.resumed, **stats.as_dict(), batch_size=run_with["batch"].value,
+            seconds=round(time.monotonic() - started, 2),
             journal="closed" if stopped is None else str(journal.path),
         )
         code = _finish(outputs, sheet, results, summary)
     finally:
         journal.release()
     if stopped is not None:
-        print(f"onboard: {stopped}", file=sys.stderr)
+        print(f"onboard: {printable(str(stopped), keep_lines=True)}", file=sys.stderr)
         return max(code, stopped.exit_code)
     return code
 
@@ -383,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except OnboardError as exc:
-        print(f"onboard: {exc}", file=sys.stderr)
+        print(f"onboard: {printable(str(exc), keep_lines=True)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("onboard: interrupted", file=sys.stderr)
