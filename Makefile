@@ -19,7 +19,7 @@ demo: $(STAMP)
 	  status=$$?; echo; echo "Results are in demo-output/:"; ls -1 demo-output | sed 's/^/  /'; exit $$status
 
 test: $(STAMP)
-	$(BIN)/ruff check onboard tests benchmarks
+	$(BIN)/ruff check onboard tests benchmarks tools
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
@@ -29,8 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 
 templates: $(STAMP)
-	$(BIN)/onboard template templates/customers-template.xlsx
-	$(BIN)/onboard template templates/customers-template.csv
+	$(BIN)/onboard template templates/customers-template.xlsx --force
+	$(BIN)/onboard template templates/customers-template.csv --force
 
 samples: $(STAMP)
 	$(BIN)/python sample_data/make_samples.py

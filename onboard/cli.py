@@ -5,23 +5,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+import os
 import signal
 import socket
 import sys
 import time
-import tomllib
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from onboard import __version__, api, contract, records, report, template
+from onboard import mapping as mappings
 from onboard import plan as planning
 from onboard import sheet as sheets
 from onboard.emulator.faults import EmulatorSettings
 from onboard.errors import ConfigError, Interrupted, OnboardError, UsageError, printable
-from onboard.journal import Journal, journal_path
+from onboard.journal import Journal, Progress, fingerprint, journal_path
 from onboard.journal import progress as progress_of
 from onboard.pipeline import BatchSize, Ledger, Run, stop_everything
 from onboard.settings import ENVIRONMENTS, Target, Tuning, load, target
@@ -30,12 +32,14 @@ SHOWN_PROBLEMS = 10
 
 
 def _knob_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per emulator knob, straight from the settings model, so the two never differ."""
+    """One flag per emulator knob, straight from the settings model, so the two never differ.
+
+    argparse %-formats help text, so a description's own `%` (as in "±50%") is doubled."""
     for name, field in EmulatorSettings.model_fields.items():
         if name == "state":
             continue
         parser.add_argument(f"--{name.replace('_', '-')}", dest=f"knob_{name}", default=None,
-                            metavar=name.split("_")[-1].upper(), help=field.description)
+                            metavar=name.split("_")[-1].upper(), help=(field.description or "").replace("%", "%%"))
 
 
 def _emulator_settings(args: argparse.Namespace) -> EmulatorSettings:
@@ -87,56 +91,88 @@ def cmd_emulator(args: argparse.Namespace) -> int:
 # reading and planning, shared by validate and run
 
 
-def _mapping(args: argparse.Namespace) -> dict[str, str]:
-    """--mapping FILE (TOML or YAML) then every --map "Header=field", each header to a known field."""
-    mapping: dict[str, str] = {}
-    if args.mapping:
-        path = Path(args.mapping)
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-            loaded = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.safe_load(text)
-        except OSError as exc:
-            raise ConfigError(f"--mapping {path}: {exc.strerror}") from None
-        except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"--mapping {path} is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: "
-                              f"{exc}") from None
-        if isinstance(loaded, dict) and isinstance(loaded.get("columns"), dict):
-            loaded = loaded["columns"]
-        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
-            raise ConfigError(f"--mapping {path} must map each source header to a field name, "
-                              'e.g. "Kundenummer" = "customer_id"')
-        mapping.update({str(k): v for k, v in loaded.items()})
-    for item in args.map or []:
-        header, equals, field_name = item.rpartition("=")
-        if not equals or not header.strip():
-            raise UsageError(f'--map {item!r}: write it as "Source Header=field"')
-        mapping[header.strip()] = field_name.strip()
-    for header, field_name in mapping.items():
-        if field_name not in sheets.FIELDS:
-            raise ConfigError(f"mapping {header!r} to {field_name!r}: there is no such field; "
-                              f"the fields are {', '.join(sheets.FIELDS)}")
-    return mapping
+@dataclass
+class Intake:
+    """What reading and checking the sheet found: the plan, and what the user should hear about."""
+
+    sheet: sheets.Sheet
+    plan: planning.Plan
+    notices: list[str]
+    counts: dict[str, int]
+    unrecognised: dict[str, dict[str, int]]
 
 
-def _read(args: argparse.Namespace) -> tuple[sheets.Sheet, planning.Plan]:
-    sheet = sheets.read(Path(args.input), args.sheet, _mapping(args))
+def _read(args: argparse.Namespace) -> Intake:
+    mapping = mappings.load(args.mapping, args.map or [], args.map_value or [])
+    sheet = sheets.read(Path(args.input), args.sheet, mapping)
+    _show_columns(sheet)
     sheets.check_columns(sheet)
-    for note in sheet.notes:
-        print(f"onboard: {note}", file=sys.stderr)
-    return sheet, planning.build(records.check(sheet, args.strict_meter_ids))
+    where = [records.Condition.parse(text) for text in args.where or []]
+    checked = records.check(sheet, args.strict_meter_ids, mapping, where)
+    plan = planning.build(checked)
+    notices, counts = [], {}
+    headers = {mappings.normalise(c.header) for c in sheet.columns}
+    for given in mapping.columns:
+        if mappings.normalise(given) not in headers:
+            notices.append(f"the mapping names column {given!r}, which the sheet does not have")
+    for name, word in records.unused_values(sheet, mapping):
+        notices.append(f"the mapping's {name} value {word!r} appears in no row")
+    hidden = sum(1 for row in sheet.rows if getattr(row, "hidden", False))
+    if hidden:
+        counts["hidden rows"] = hidden
+        notices.append(f"{hidden} rows are hidden in the workbook (filtered out or hidden by hand); they are read "
+                       'like the others: choose rows with --where "Column=value"' if not where else
+                       f"{hidden} rows are hidden in the workbook; --where chooses which rows are read")
+    unrecognised: dict[str, Counter] = {}
+    for c in checked:
+        for name, text in c.unknown:
+            unrecognised.setdefault(name, Counter())[text] += 1
+    for name, words in unrecognised.items():
+        listed = ", ".join(f"{word!r} ({n} rows)" for word, n in words.most_common(8))
+        more = f" and {len(words) - 8} more" if len(words) > 8 else ""
+        word = words.most_common(1)[0][0]
+        notices.append(f"{name} values not recognised: {listed}{more}; map them to the API's values with "
+                       f'--map-value "{name}:{word}=VALUE" or a [values.{name}] table in a --mapping file')
+    for name, n in sorted(plan.counts.items()):
+        if n:
+            notices.append(f"{n} rows flagged: {report.CHECKS.get(name, name)} (see each row's error or warnings)")
+    gs1 = sum(1 for r in plan.rows if any("GS1 check digit" in w.message for w in r.warnings))
+    if gs1:
+        counts["rows with a meter point id failing the GS1 check digit"] = gs1
+        notices.append(f"{gs1} rows have a meter point id failing the GS1 check digit: sent as they are "
+                       "(--strict-meter-ids refuses them)")
+    return Intake(sheet, plan, notices, counts, {k: dict(v.most_common()) for k, v in unrecognised.items()})
+
+
+def _show_columns(sheet: sheets.Sheet) -> None:
+    where = f", sheet {sheet.sheet_name!r}" if sheet.sheet_name else ""
+    print(f"{sheet.path.name}{where}: header in row {sheet.header_row}; columns:")
+    uses = sheets.column_uses(sheet.columns)
+    width = min(32, max((len(header) for header, _ in uses), default=0))
+    fields = {c.name for c in sheet.columns if c.field}
+    for header, use in uses:
+        print(f"  {header:<{width}} {'-> ' if header in fields else ''}{use}")
 
 
 def _show_problems(results: list[report.RowResult]) -> None:
-    refused = [r for r in results if r.status in ("invalid", "failed")]
+    refused = [r for r in results if r.to_fix]
     for result in refused[:SHOWN_PROBLEMS]:
-        print(f"  row {result.number} ({result.status}): {result.error}", file=sys.stderr)
+        print(f"  {result.named} ({result.status}): {result.error}", file=sys.stderr)
     if len(refused) > SHOWN_PROBLEMS:
         print(f"  ... and {len(refused) - SHOWN_PROBLEMS} more rows in the errors file", file=sys.stderr)
 
 
-def _finish(outputs: report.Outputs, sheet: sheets.Sheet, results: list[report.RowResult],
-            summary: dict) -> int:
-    report.write(outputs, sheet, results, summary)
+def _summary(intake: Intake, results: list[report.RowResult], ledger: Ledger | None, **extra) -> dict:
+    return report.summarise(intake.sheet, intake.plan, results, ledger, tool=f"onboard {__version__}",
+                            input_sha256=fingerprint(intake.sheet.path), **extra, notices=intake.counts,
+                            unrecognised_values=intake.unrecognised)
+
+
+def _finish(outputs: report.Outputs, intake: Intake, results: list[report.RowResult], summary: dict) -> int:
+    """Write the outputs, then say what happened; the exit code says whether anything is left to fix."""
+    errors_written = report.write(outputs, intake.sheet, results, summary)
+    for notice in intake.notices:
+        print(f"onboard: {notice}", file=sys.stderr)
     _show_problems(results)
     counts = ", ".join(f"{n} {status}" for status, n in summary["status"].items())
     print(f"{summary['rows']} rows: {counts}")
@@ -144,22 +180,36 @@ def _finish(outputs: report.Outputs, sheet: sheets.Sheet, results: list[report.R
         entities = "; ".join(f"{kind} " + ", ".join(f"{n} {state}" for state, n in c.items())
                              for kind, c in summary["entities"].items())
         print(f"{entities}; {summary['requests']} requests in {summary['seconds']} s")
-    refused = sum(1 for r in results if not r.landed)
-    print(f"  results: {outputs.results}")
-    print(f"  errors:  {outputs.errors}" + (f"  ({refused} rows to fix and run again)" if refused else ""))
+    to_fix = sum(1 for r in results if r.to_fix)
+    unsent = sum(1 for r in results if r.status == "not sent")
+    print(f"  {'validation' if outputs.errors is None else 'results'}: {outputs.results}")
+    if outputs.errors is not None:
+        print(f"  errors:  {outputs.errors}  ({to_fix} rows to fix and run again)" if errors_written
+              else "  errors:  none: no row to fix")
     print(f"  summary: {outputs.summary}")
-    return 1 if refused else 0
+    if unsent:
+        print(f"  {unsent} rows not sent: run the same command again to resume")
+    return 1 if to_fix or unsent else 0
 
 
-def _validated(outputs: report.Outputs, sheet: sheets.Sheet, plan: planning.Plan) -> int:
+def _validated(outputs: report.Outputs, intake: Intake, started: str) -> int:
     """Outputs with statuses valid/invalid: nothing was sent."""
-    results = report.row_results(sheet, plan, None)
-    return _finish(outputs, sheet, results, report.summarise(sheet, plan, results, None))
+    results = report.row_results(intake.sheet, intake.plan, None)
+    return _finish(outputs, intake, results, _summary(intake, results, None, started=started, finished=_now()))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
+
+
+def _out(args: argparse.Namespace) -> Path | None:
+    return Path(args.out) if args.out else None
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    sheet, plan = _read(args)
-    return _validated(report.Outputs.beside(sheet.path, Path(args.out) if args.out else None), sheet, plan)
+    started = _now()
+    intake = _read(args)
+    return _validated(report.Outputs.beside(intake.sheet.path, _out(args), "validation"), intake, started)
 
 
 def _describe_plan(plan: planning.Plan, batch_size: int) -> str:
@@ -200,12 +250,13 @@ async def _execute(run_with: dict, where: Target, plan: planning.Plan, ledger: L
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    started = time.monotonic()
-    sheet, plan = _read(args)
-    outputs = report.Outputs.beside(sheet.path, Path(args.out) if args.out else None)
+    started, clock = _now(), time.monotonic()
+    intake = _read(args)
+    sheet, plan = intake.sheet, intake.plan
     if args.dry_run:
         print(_describe_plan(plan, args.batch_size))
-        return _validated(outputs, sheet, plan)
+        return _validated(report.Outputs.beside(sheet.path, _out(args), "validation"), intake, started)
+    outputs = report.Outputs.beside(sheet.path, _out(args))
     where = target(args.env, args.base_url, args.token_url)
     run_with = {"tuning": load(Tuning, "ONBOARD_* settings"), "stats": api.Stats(),
                 "batch": BatchSize(args.batch_size), "knobs": None}
@@ -236,18 +287,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             stopped = exc
         except (KeyboardInterrupt, asyncio.CancelledError):
             stopped = Interrupted("interrupted: what is done is kept; run the same command again to resume")
-        else:
-            journal.finish()
         if stopped is not None:
             stop_everything(plan, ledger, f"not sent: {stopped}")
         results = report.row_results(sheet, plan, ledger)
-        summary = report.summarise(
-            sheet, plan, results, ledger, environment=where.env, base_url=where.shown_base_url,
-            resumed=journal.resumed, **stats.as_dict(), batch_size=run_with["batch"].value,
-            seconds=round(time.monotonic() - started, 2),
+        summary = _summary(
+            intake, results, ledger, started=started, finished=_now(),
+            environment="custom" if args.base_url and not where.local else where.env,
+            base_url=where.shown_base_url, resumed=journal.resumed, **stats.as_dict(),
+            batch_size=run_with["batch"].value, seconds=round(time.monotonic() - clock, 2),
             journal="closed" if stopped is None else str(journal.path),
         )
-        code = _finish(outputs, sheet, results, summary)
+        code = _finish(outputs, intake, results, summary)
+        folded_into = report.original_results(sheet.path, outputs)
+        if folded_into is not None:
+            updated = report.fold_back(folded_into, sheet, results, sheets.read)
+            print(f"  {updated} rows brought up to date in {folded_into}")
+        if stopped is None:
+            journal.finish()
     finally:
         journal.release()
     if stopped is not None:
@@ -262,39 +318,54 @@ def _when(stamp: float | None) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     folder = Path(args.out) if args.out else None
-    if args.input:
-        source = Path(args.input)
+    source = Path(args.input) if args.input else None
+    if source:
         journals = [journal_path(folder or source.parent, source)]
     else:
         journals = sorted((folder or Path.cwd()).glob("*.journal.sqlite"))
-    journals = [j for j in journals if j.exists()]
+    journals = [j for j in journals if os.path.lexists(j)]
     if not journals:
         print("no onboard run found here" + (f" for {args.input}" if args.input else "")
               + ": a run keeps its journal (<input>.journal.sqlite) beside its outputs")
         return 0
+    code = 0
     for path in journals:
-        for run in progress_of(path)[:1 if args.input else 3]:
-            state = (f"running (pid {run.running_pid})" if run.running_pid else
-                     {"open": "interrupted", "closed": "finished", "abandoned": "abandoned"}[run.state])
-            print(f"{Path(run.input).name} -> {run.base_url}")
-            print(f"  {state}; started {_when(run.started)}, last activity {_when(run.updated or run.finished)}")
-            if run.state in ("open",):
-                for kind, total in run.planned.items():
-                    counts = run.done.get(kind[:-1], {})
-                    settled = {k: v for k, v in counts.items() if k != "sent"}
-                    detail = ", ".join(f"{n} {k}" for k, n in sorted(settled.items()))
-                    sent = f"; {counts['sent']} sent, awaiting confirmation" if counts.get("sent") else ""
-                    print(f"  {kind:<10} {sum(settled.values()):>7} of {total} settled"
-                          + (f" ({detail})" if detail else "") + sent)
-                if not run.running_pid:
-                    print(f"  run the same `onboard run {Path(run.input).name} ...` command again to resume")
-            print(f"  journal: {path}")
-    return 0
+        try:
+            runs = progress_of(path)
+        except OnboardError as exc:
+            print(f"onboard: {printable(str(exc), keep_lines=True)}", file=sys.stderr)
+            code = exc.exit_code
+            continue
+        if not runs:
+            print(f"no run recorded yet in {path}")
+        for run in runs[:1 if source else 3]:
+            _show_run(run, path, source)
+    return code
+
+
+def _show_run(run: Progress, path: Path, source: Path | None) -> None:
+    state = (f"running (pid {run.running_pid})" if run.running_pid else
+             {"open": "interrupted", "closed": "finished", "abandoned": "abandoned"}.get(run.state, run.state))
+    print(f"{Path(run.input).name} -> {run.base_url}")
+    if source and Path(run.input).resolve() != source.resolve():
+        print(f"  (a run of {run.input}, another input with the same name)")
+    print(f"  {state}; started {_when(run.started)}, last activity {_when(run.updated or run.finished)}")
+    if run.state == "open":
+        for kind, total in run.planned.items():
+            counts = run.done.get(kind[:-1], {})
+            settled = {k: v for k, v in counts.items() if k != "sent"}
+            detail = ", ".join(f"{n} {k}" for k, n in sorted(settled.items()))
+            sent = f"; {counts['sent']} sent, awaiting confirmation" if counts.get("sent") else ""
+            print(f"  {kind:<10} {sum(settled.values()):>7} of {total} settled"
+                  + (f" ({detail})" if detail else "") + sent)
+        if not run.running_pid:
+            print(f"  run the same `onboard run {Path(run.input).name} ...` command again to resume")
+    print(f"  journal: {path}")
 
 
 def cmd_template(args: argparse.Namespace) -> int:
     path = Path(args.output)
-    template.write_template(path)
+    template.write_template(path, force=args.force)
     print(f"wrote {path}")
     return 0
 
@@ -304,10 +375,19 @@ def _input_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="folder for the outputs (default: the input's folder)")
     parser.add_argument("--sheet", metavar="NAME", help="the workbook's sheet to read (default: the first)")
     parser.add_argument("--map", action="append", metavar='"HEADER=field"',
-                        help="read a column with another header as one of the fields (repeatable)")
-    parser.add_argument("--mapping", metavar="FILE", help="a TOML or YAML file of header = field lines")
+                        help='read a column as one of the fields; "HEADER=" ignores the column (repeatable)')
+    parser.add_argument("--map-value", action="append", metavar='"field:WORD=value"',
+                        help='read a value in your words as one of the field\'s values, e.g. '
+                        '"resource_type:Varmepumpe=HVAC" (repeatable)')
+    parser.add_argument("--mapping", metavar="FILE",
+                        help="a TOML or YAML file with [columns], ignore = [...] and [values.<field>] tables")
+    parser.add_argument("--where", action="append", metavar='"COLUMN=value"',
+                        help='read only the rows where a column has (=) or has not (!=) a value, ignoring case; '
+                        "rows left out are `skipped` (repeatable: every condition must hold)")
     parser.add_argument("--strict-meter-ids", action="store_true",
                         help="refuse meter point ids whose GS1 check digit fails (default: warn)")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars on stderr (default: when stderr is a terminal)")
 
 
 def _api_flags(parser: argparse.ArgumentParser) -> None:
@@ -336,8 +416,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="most requests in flight (default 16; lowered on 429)")
     run.add_argument("--dry-run", action="store_true", help="validate and print the plan; send nothing")
     run.add_argument("--yes", action="store_true", help="do not ask before writing to production")
-    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="progress bars on stderr (default: when stderr is a terminal)")
     run.set_defaults(handler=cmd_run)
 
     validate = commands.add_parser("validate", help="check the sheet without calling the API",
@@ -351,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     template = commands.add_parser("template", help="write an empty customer sheet to fill in",
                                    description="Write the customer sheet template (.xlsx or .csv).")
     template.add_argument("output", metavar="OUT", help="OUT.xlsx or OUT.csv")
+    template.add_argument("--force", action="store_true", help="replace OUT if it exists")
     template.set_defaults(handler=cmd_template)
 
     status = commands.add_parser("status", help="how far a running or interrupted import has come",

@@ -4,11 +4,16 @@ Each run is keyed by the input file's content and the API's base URL, so a journ
 to another file or environment. While a run is open it holds what discovery found, which entities
 were sent (written before the request leaves) and every settled outcome. A run that reaches its
 end is closed: the next run of the same input is a new run.
+
+A journal is only used when it is whole and this tool's; anything else at its path (another
+program's database, another version's journal, a damaged file) is refused with what to do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -18,7 +23,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from onboard.errors import ConfigError
+from onboard.errors import ConfigError, OnboardError
+from onboard.files import connect_sqlite, open_own
 from onboard.pipeline import Outcome
 
 _SCHEMA = """
@@ -59,18 +65,72 @@ def journal_path(outputs_folder: Path, source: Path) -> Path:
     return outputs_folder / f"{source.stem}.journal.sqlite"
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, timeout=30)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = NORMAL")
-    db.executescript(_SCHEMA)
-    return db
+def _unusable(path: Path, why: str) -> ConfigError:
+    return ConfigError(f"the journal {path} {why}: move it away, and the next run starts afresh (what is "
+                       "registered already is found and counted as `exists`)")
+
+
+def _open(path: Path, read_only: bool) -> tuple[sqlite3.Connection, bool]:
+    """Connect, and make sure the file is a whole journal of this tool's before anything relies on
+    it; True with the connection when the file is new (empty)."""
+    try:
+        db = connect_sqlite(path, read_only=read_only, isolation_level=None, timeout=30)
+    except OSError as exc:
+        raise ConfigError(f"cannot {'read' if read_only else 'keep'} the journal {path}: {exc.strerror}") from None
+    except sqlite3.Error as exc:
+        raise _unusable(path, f"cannot be opened ({exc})") from None
+    try:
+        new = _recognise(db, path)
+        if not read_only:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            if new:
+                db.executescript(_SCHEMA)
+    except sqlite3.Error as exc:
+        db.close()
+        raise _unusable(path, f"cannot be read, it is not a SQLite file or it is damaged ({exc})") from None
+    except BaseException:
+        db.close()
+        raise
+    return db, new
+
+
+def _recognise(db: sqlite3.Connection, path: Path) -> bool:
+    """True for an empty file (a new journal), False for a journal; anything else is refused."""
+    check = db.execute("PRAGMA quick_check").fetchone()[0]
+    if check != "ok":
+        raise _unusable(path, f"is damaged ({check})")
+    tables = _tables(db)
+    if not tables:
+        return True
+    if tables == _journal_tables():
+        return False
+    if tables.keys() & _journal_tables().keys():
+        raise _unusable(path, "was written by another version of onboard")
+    raise _unusable(path, f"is not an onboard journal (it is a database of tables {', '.join(sorted(tables))})")
+
+
+def _tables(db: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
+    names = db.execute("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite%'")
+    return {name: tuple(column for (column,) in db.execute("SELECT name FROM pragma_table_info(?)", (name,)))
+            for (name,) in names.fetchall()}
+
+
+@functools.cache
+def _journal_tables() -> dict[str, tuple[str, ...]]:
+    """The tables and columns `_SCHEMA` makes, read back from SQLite rather than written twice."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(_SCHEMA)
+        return _tables(db)
+    finally:
+        db.close()
 
 
 class Journal:
     """One open run of one input against one API; the pipeline's `Ledger` writes through it."""
 
-    def __init__(self, path: Path, db: sqlite3.Connection, lock, run: int, resumed: bool,
+    def __init__(self, path: Path, db: sqlite3.Connection, lock: _Lock, run: int, resumed: bool,
                  discovered: bool) -> None:
         self.path = path
         self._db = db
@@ -83,27 +143,24 @@ class Journal:
     def open(cls, path: Path, source: Path, base_url: str, planned: dict[str, int]) -> Journal:
         """Resume the open run of this input and API, or start a new one. Only one process at a
         time works on a journal."""
+        lock = _Lock.take(path, source)
         try:
-            lock = open(_lock_path(path), "a+")  # noqa: SIM115 - held for the journal's life
-        except OSError as exc:
-            raise ConfigError(f"cannot keep the journal beside the outputs ({exc.strerror}): {path}") from None
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            owner = lock.read().strip() or "another process"
-            lock.close()
-            raise ConfigError(f"another onboard run (pid {owner}) is working on {source.name} with journal "
-                              f"{path}: wait for it, or stop it") from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(str(os.getpid()))
-        lock.flush()
-        try:
-            db = _connect(path)
-        except sqlite3.Error as exc:
-            lock.close()
-            raise ConfigError(f"the journal {path} cannot be used ({exc}): move it away to start afresh") from None
+            db, _ = _open(path, read_only=False)
+            try:
+                return cls._begin(path, db, lock, source, base_url, planned)
+            except sqlite3.Error as exc:
+                db.close()
+                raise _unusable(path, f"cannot be used ({exc})") from None
+            except BaseException:
+                db.close()
+                raise
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _begin(cls, path: Path, db: sqlite3.Connection, lock: _Lock, source: Path, base_url: str,
+               planned: dict[str, int]) -> Journal:
         sha = fingerprint(source)
         row = db.execute("SELECT id, discovered FROM runs WHERE input_sha256 = ? AND base_url = ? AND state = 'open'",
                          (sha, base_url)).fetchone()
@@ -115,7 +172,7 @@ class Journal:
         cursor = db.execute(
             "INSERT INTO runs (input_sha256, input, base_url, state, started, planned, pid)"
             " VALUES (?, ?, ?, 'open', ?, ?, ?)",
-            (sha, str(source), base_url, time.time(), json.dumps(planned), os.getpid()),
+            (sha, str(source.resolve()), base_url, time.time(), json.dumps(planned), os.getpid()),
         )
         db.execute("COMMIT")
         return cls(path, db, lock, cursor.lastrowid, resumed=False, discovered=False)
@@ -127,7 +184,10 @@ class Journal:
         rows = self._db.execute("SELECT kind, id, state, reason, warnings FROM entities"
                                 " WHERE run = ? AND state IN ('created', 'exists', 'failed')", (self.run,))
         for kind, entity_id, state, reason, warnings in rows:
-            yield kind, entity_id, Outcome(state, reason, tuple(json.loads(warnings)))
+            try:
+                yield kind, entity_id, Outcome(state, reason, tuple(json.loads(warnings)))
+            except (ValueError, TypeError):
+                raise _unusable(self.path, "holds an entry it cannot read") from None
 
     def uncertain(self) -> set[tuple[str, str]]:
         """Entities sent without an answer kept: the write may have happened."""
@@ -174,8 +234,64 @@ class Journal:
             self._db.execute("DELETE FROM entities WHERE run = ?", (self.run,))
 
     def release(self) -> None:
-        self._db.close()
-        self._lock.close()
+        """Let go of the journal. Its WAL is folded back in and switched off, so a run that ended or
+        stopped leaves one self-contained file beside the outputs, no -wal, -shm or lock; only a run
+        killed outright keeps them, for the next run to pick up."""
+        try:
+            with contextlib.suppress(sqlite3.Error):  # a reader has it open: the next run folds the WAL in
+                self._db.execute("PRAGMA busy_timeout = 2000")
+                self._db.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            self._db.close()
+            self._lock.release()
+
+
+class _Lock:
+    """One process at a time per journal: a file beside it, held (flock) for the run's life, with
+    the pid inside for `onboard status` and for the message another run gets."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+
+    @classmethod
+    def take(cls, journal: Path, source: Path) -> _Lock:
+        path = _lock_path(journal)
+        while True:
+            try:
+                fd = open_own(path, os.O_RDWR | os.O_CREAT)
+            except OSError as exc:
+                raise ConfigError(f"cannot keep the journal beside the outputs ({exc.strerror}): {journal}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+                os.close(fd)
+                if isinstance(exc, BlockingIOError):
+                    raise ConfigError(f"another onboard run (pid {owner}) is working on {source.name} with journal "
+                                      f"{journal}: wait for it, or stop it") from None
+                raise ConfigError(f"cannot lock the journal {journal}: {exc.strerror}") from None
+            if _still_at(fd, path):
+                break
+            os.close(fd)  # the run before removed this lock file as it let go: take the one there now
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        return cls(path, fd)
+
+    def release(self) -> None:
+        """Remove the file while still holding it, so no other run takes a lock on a removed file."""
+        try:
+            if _still_at(self._fd, self.path):
+                self.path.unlink()
+        finally:
+            os.close(self._fd)
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.lstat(path))
+    except FileNotFoundError:
+        return False
 
 
 # onboard status
@@ -197,8 +313,10 @@ class Progress:
 def progress(path: Path) -> list[Progress]:
     """Every run a journal knows, newest first, read without disturbing a run in progress."""
     lock_owner = _lock_owner(_lock_path(path))
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    db, new = _open(path, read_only=True)
     try:
+        if new:
+            return []
         runs = db.execute("SELECT id, input, base_url, state, started, finished, planned, pid FROM runs"
                           " ORDER BY id DESC").fetchall()
         found = []
@@ -210,10 +328,40 @@ def progress(path: Path) -> list[Progress]:
             updated = db.execute("SELECT max(updated) FROM entities WHERE run = ?", (run,)).fetchone()[0]
             running = pid if state == "open" and lock_owner == pid else None
             found.append(Progress(source, base_url, state, running, started, finished, updated,
-                                  json.loads(planned), done))
+                                  _planned(path, planned), done))
         return found
+    except sqlite3.Error as exc:
+        raise _unusable(path, f"cannot be read ({exc})") from None
     finally:
         db.close()
+
+
+def _planned(path: Path, text: str) -> dict[str, int]:
+    try:
+        planned = json.loads(text)
+    except (ValueError, TypeError):
+        planned = None
+    if not isinstance(planned, dict):
+        raise _unusable(path, "holds a run it cannot read")
+    return planned
+
+
+def recorded_input(path: Path) -> Path | None:
+    """The input of the newest run a journal records: None when there is none, or when the journal
+    cannot be read (a run that needs it says why)."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        db, new = _open(path, read_only=True)
+    except OnboardError:
+        return None
+    try:
+        row = None if new else db.execute("SELECT input FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    except sqlite3.Error:
+        row = None
+    finally:
+        db.close()
+    return Path(row[0]) if row else None
 
 
 def _lock_path(path: Path) -> Path:
@@ -222,13 +370,17 @@ def _lock_path(path: Path) -> Path:
 
 def _lock_owner(lock: Path) -> int | None:
     """The pid holding the journal's lock, or None when no run holds it."""
-    if not lock.exists():
+    try:
+        fd = open_own(lock, os.O_RDONLY)
+    except FileNotFoundError:
         return None
-    with lock.open("r") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = handle.read().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the journal's lock {lock}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)
+    return None

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from tqdm import tqdm
@@ -28,7 +28,7 @@ LIST_PAGE_SIZE = 1000
 @dataclass(frozen=True)
 class Outcome:
     state: str
-    """created, exists or failed."""
+    """created, exists, failed, or invalid: not sent, because what the API holds forbids it."""
     reason: str = ""
     warnings: tuple[str, ...] = ()
     final: bool = True
@@ -143,6 +143,16 @@ def compare_resource(planned: Resource, held: dict[str, Any]) -> Match:
     return Match(True, True, warnings=warnings)
 
 
+def _claimed(location: Location, clashes: list[tuple[str, str, str]]) -> str:
+    """Why a planned location is refused: which held locations, of whom, hold its meter points."""
+    said = [f"meter point id {mpid} is already registered at location {held_id} of "
+            + (f"this customer (user {user_id})" if user_id == location.user_id else f"user {user_id}")
+            for mpid, held_id, user_id in clashes]
+    own = sorted({held_id for _, held_id, user_id in clashes if user_id == location.user_id})
+    hint = f"; if these rows describe that site, fill location_id {own[0]} on them" if len(own) == 1 else ""
+    return "; ".join(said) + f": a meter point belongs to one site, so location {location.id} is not sent" + hint
+
+
 # running many small tasks, a bounded number at a time
 
 
@@ -203,6 +213,8 @@ class Run:
     concurrency: int = 16
     show_progress: bool | None = None
     bars: dict[str, tqdm] = field(default_factory=dict)
+    held: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Locations the API holds, by user, as discovery read them."""
 
     def stages(self) -> list[Stage]:
         return [
@@ -246,9 +258,10 @@ class Run:
             if resource.user_id in existing and self.ledger.get("resource", resource.id) is None:
                 resources[resource.user_id].append(resource)
 
+        devices: dict[str, list[dict[str, Any]]] = {}
+
         async def held_locations(user_id: str) -> None:
-            answer = await self.api.locations_of(user_id)
-            held = {h["locationId"]: h for h in answer.body or []} if answer.ok else {}
+            held = await self._held_locations(user_id)
             for location in locations[user_id]:
                 if location.id in held:
                     self._settle_match("location", location.id, compare_location(location, held[location.id]),
@@ -257,13 +270,87 @@ class Run:
         async def held_resources(user_id: str) -> None:
             answer = await self.api.resources_of(user_id)
             held = {h["resourceId"]: h for h in (answer.body or {}).get("resources", [])} if answer.ok else {}
+            devices[user_id] = list(held.values())
             for resource in resources[user_id]:
                 if resource.id in held:
                     self._settle_match("resource", resource.id, compare_resource(resource, held[resource.id]),
                                        "exists")
 
-        await together(each(locations, held_locations, self.concurrency),
+        await together(each(existing, held_locations, self.concurrency),
                        each(resources, held_resources, self.concurrency))
+        self._warn_unnamed_devices(devices)
+
+    async def _held_locations(self, user_id: str) -> dict[str, dict[str, Any]]:
+        answer = await self.api.locations_of(user_id)
+        held = {h["locationId"]: h for h in answer.body or []} if answer.ok else {}
+        self.held[user_id] = list(held.values())
+        return held
+
+    def _warn_unnamed_devices(self, devices: dict[str, list[dict[str, Any]]]) -> None:
+        """Devices registered from rows without serials get IDs by position; the same devices with
+        serials later get other IDs, and would be registered again. Only the partner can tell."""
+        named = set(self.plan.resources)
+        adding: dict[str, Counter[str]] = defaultdict(Counter)
+        for resource in self.plan.resources.values():
+            if resource.location_id and self.ledger.get("resource", resource.id) is None:
+                adding[resource.location_id][resource.resource_type] += 1
+        unnamed: dict[str, Counter[str]] = defaultdict(Counter)
+        for held in devices.values():
+            for device in held:
+                if device.get("locationId") in adding and device.get("resourceId") not in named:
+                    unnamed[device["locationId"]][device.get("resourceType")] += 1
+        for location_id, kinds in unnamed.items():
+            outcome = self.ledger.get("location", location_id)
+            notes = tuple(f"location {location_id} already holds {n} {kind} device{'s' if n > 1 else ''} this sheet "
+                          f"does not name; this run adds {adding[location_id][kind]} more"
+                          for kind, n in kinds.items() if adding[location_id][kind])
+            if notes and outcome is not None and outcome.state == "exists":
+                self.ledger.settle("location", location_id, replace(outcome, warnings=outcome.warnings + notes))
+
+    async def refuse_claimed_meter_points(self) -> None:
+        """A site the sheet plans may not take a meter point that another location of the sheet's
+        users already holds (another customer's, or this customer's site under another ref): its
+        rows are refused before anything is sent. Run after discovery and on every resume, since
+        the journal keeps no refusals."""
+        pending = [loc for loc in self.plan.locations.values()
+                   if loc.meter_point_ids and self.ledger.get("location", loc.id) is None]
+        if not pending:
+            return
+        owners = [u for u in self.plan.users if self.ledger.registered("user", u) and u not in self.held]
+        await each(owners, self._held_locations, self.concurrency)
+        holders: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for user_id, held in self.held.items():
+            for location in held:
+                for mpid in location.get("meterPointIds") or []:
+                    holders[mpid].append((location["locationId"], user_id))
+        refused = {}
+        for location in pending:
+            clashes = [(mpid, held_id, user_id) for mpid in location.meter_point_ids
+                       for held_id, user_id in holders.get(mpid, ()) if held_id != location.id]
+            if clashes:
+                refused[location.id] = _claimed(location, clashes)
+        self._refuse_rows(refused)
+
+    def _refuse_rows(self, locations: dict[str, str]) -> None:
+        """Settle refused locations as invalid, and with them the users and devices that only
+        their rows ask for."""
+        if not locations:
+            return
+        for location_id, reason in locations.items():
+            self.ledger.settle("location", location_id, Outcome("invalid", reason))
+        wanted: dict[tuple[str, str], bool] = {}
+        reasons: dict[tuple[str, str], str] = {}
+        for row in self.plan.rows:
+            if not row.valid:
+                continue
+            reason = locations.get(row.location_id or "")
+            for entity in row.entities():
+                wanted[entity] = wanted.get(entity, False) or reason is None
+                if reason is not None:
+                    reasons.setdefault(entity, reason)
+        for (kind, entity_id), needed in wanted.items():
+            if not needed and kind != "location" and self.ledger.get(kind, entity_id) is None:
+                self.ledger.settle(kind, entity_id, Outcome("invalid", reasons[kind, entity_id]))
 
     async def _existing_users(self, users: list[str]) -> set[str]:
         """Listing every user costs a page per thousand; asking for each costs one per user: take
@@ -404,6 +491,7 @@ class Run:
             await self.discover()
             if journal is not None:
                 journal.mark_discovered()
+        await self.refuse_claimed_meter_points()
         uncertain = journal.uncertain() if journal is not None else set()
         items = {"user": self.plan.users, "location": self.plan.locations, "resource": self.plan.resources}
         for stage in self.stages():

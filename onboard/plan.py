@@ -7,11 +7,16 @@ any machine, any day, and a re-run addresses the entities the first run created.
 
 from __future__ import annotations
 
+import bisect
+import functools
+import math
+import re
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from onboard.records import Checked, Coordinates, Problem, Row
+from onboard.records import Cell, Checked, Coordinates, Problem, Row, check_cells
+from onboard.template import TEMPLATE_EXAMPLE
 
 # Fixed forever: changing it would give every entity of every sheet a new ID.
 NAMESPACE = uuid.UUID("5b0c3c3e-6f0e-5a43-9d35-0b6a1f1e7a10")
@@ -58,6 +63,8 @@ class RowPlan:
     resource_id: str | None = None
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    skipped: bool = False
+    """Left out by --where: registers nothing."""
 
     @property
     def valid(self) -> bool:
@@ -79,6 +86,8 @@ class Plan:
     users: dict[str, User] = field(default_factory=dict)
     locations: dict[str, Location] = field(default_factory=dict)
     resources: dict[str, Resource] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    """Rows each cross-row check refused or warned about, by check (e.g. `repeated_devices`)."""
 
     def requests(self, batch_size: int) -> dict[str, int]:
         """How many requests creating everything takes, when nothing exists yet."""
@@ -147,11 +156,14 @@ def _positions(checked: list[Checked]) -> dict[int, str]:
 
 
 def build(checked: list[Checked]) -> Plan:
-    plan = Plan(rows=[RowPlan(c.number, problems=list(c.problems), warnings=list(c.warnings)) for c in checked])
+    plan = Plan(rows=[RowPlan(c.number, problems=list(c.problems), warnings=list(c.warnings), skipped=c.skipped)
+                      for c in checked])
     positional = _positions(checked)
     for row_plan in plan.rows:
         row_plan.resource_id = positional.get(row_plan.number)
     valid = [(p, c.row) for p, c in zip(plan.rows, checked, strict=True) if c.valid]
+    _refuse_totals_and_headings(plan, valid)
+    valid = [(p, r) for p, r in valid if p.valid]
 
     customers: dict[str, list[tuple[RowPlan, Row]]] = defaultdict(list)
     for row_plan, row in valid:
@@ -167,8 +179,13 @@ def build(checked: list[Checked]) -> Plan:
         _plan_sites(plan, customer, label, user_id, rows)
         _plan_devices(plan, customer, label, user_id, rows, positional)
 
+    _refuse_shared_meter_points(plan, valid)
     _refuse_shared_ids(plan, valid)
     _register(plan, valid)
+    _warn_similar_site_refs(plan, valid)
+    _warn_repeated_devices(plan, valid)
+    _warn_swapped_coordinates(plan)
+    _warn_template_example(plan, valid)
     return plan
 
 
@@ -275,3 +292,253 @@ def _register(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
     for row_plan in plan.rows:
         if not row_plan.valid:
             row_plan.user_id = row_plan.location_id = None
+
+
+# rows that are not customers: totals and section headings
+
+TOTAL_WORDS = frozenset({
+    "total", "totals", "totalt", "totalsum", "totalsumma", "grandtotal", "subtotal", "subtotals", "sumtotal",
+    "sum", "sums", "summa", "summe", "delsum", "delsumma", "deltotal", "mellomsum", "ialt", "samtals",
+    "yhteensä", "yht", "välisumma", "kaikkiyhteensä", "antall", "antal", "count", "lukumäärä",
+})
+"""Words a totals row starts or ends with, in English, Norwegian, Swedish, Danish and Finnish
+(`I alt` and `Grand total` are matched as one word)."""
+KEEP_ON_PURPOSE = ("delete the row, or, to register it as a customer on purpose, give it a site or a device, "
+                   "or fill its user_id")
+DIGIT_KEYS = 0.9
+"""Share of the real customer keys holding a digit above which a key without one stands out."""
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[^\W\d_]+", text.casefold())
+
+
+def _reads_like_total(key: str) -> bool:
+    words = _words(key)
+    return bool(words) and not TOTAL_WORDS.isdisjoint(
+        {words[0], words[-1], "".join(words[:2]), "".join(words[-2:])})
+
+
+def _has_digit(key: str) -> bool:
+    return any(ch.isdigit() for ch in key)
+
+
+def _placement(number: int, numbers: list[int]) -> str | None:
+    """Where a row stands out as a heading would: first, last, or after blank rows."""
+    at = bisect.bisect_left(numbers, number)
+    if at == len(numbers) - 1:
+        return "is the sheet's last row"
+    if at == 0:
+        return "is the sheet's first row"
+    gap = range(numbers[at - 1] + 1, number)
+    if not gap:
+        return None
+    return f"comes after blank row {gap[0]}" if len(gap) == 1 else f"comes after blank rows {gap[0]}-{gap[-1]}"
+
+
+def _refuse_totals_and_headings(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
+    """A billing export's `Totalt` or `Bedriftskunder` line has a customer cell and nothing else
+    the tool reads: it would become a user. A customer with a site, a device or a user_id on any
+    row is real and never refused here."""
+    real: dict[str, int] = {}
+    for row_plan, row in valid:
+        if row.customer_id and (row.has_location or row.has_resource or row.user_id):
+            real.setdefault(row.customer_id, row_plan.number)
+    keyed = [(k, n) for k, n in real.items() if _has_digit(k)]
+    digits = len(real) >= 3 and len(keyed) >= DIGIT_KEYS * len(real)
+    numbers = sorted(p.number for p in plan.rows)
+    for row_plan, row in valid:
+        key = row.customer_id
+        if not key or key in real or row.user_id:
+            continue
+        if _reads_like_total(key):
+            reason = f"{key!r} reads like a total, not a customer: the row has no site and no device"
+        elif digits and not _has_digit(key) and _words(key) and (placed := _placement(row_plan.number, numbers)):
+            example, at = keyed[0]
+            reason = (f"{key!r} reads like a section heading, not a customer: the row has no site and no device, "
+                      f"{placed}, and its key holds no digit unlike the other customer keys "
+                      f"(such as {example!r} in row {at})")
+        else:
+            continue
+        row_plan.problems.append(Problem("customer_id", f"{reason}; {KEEP_ON_PURPOSE}"))
+        plan.counts["totals_or_headings"] += 1
+
+
+# one meter point, one site
+
+def _same_but_spelling(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and a != b and _plain(a) == _plain(b)
+
+
+def _plain(ref: str) -> str:
+    return re.sub(r"\s+", "", ref).casefold()
+
+
+def _refuse_shared_meter_points(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
+    """A meter point measures one site: two planned sites holding it (of two customers, or two
+    spellings of one customer's site) would register it twice. Every row of each is refused."""
+    planned = {p.location_id for p, _ in valid if p.valid and p.location_id in plan.locations}
+    holders: dict[str, list[str]] = defaultdict(list)
+    for location_id in planned:
+        for mpid in plan.locations[location_id].meter_point_ids:
+            holders[mpid].append(location_id)
+    shared: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for mpid, location_ids in holders.items():
+        if len(location_ids) < 2:
+            continue
+        for one in sorted(location_ids):
+            for other in location_ids:
+                if other != one:
+                    shared[one][other].append(mpid)
+    sites: dict[str, list[tuple[RowPlan, Row]]] = defaultdict(list)
+    for row_plan, row in valid:
+        if row_plan.valid and row_plan.location_id in shared:
+            sites[row_plan.location_id].append((row_plan, row))
+    for location_id, others in shared.items():
+        mine = sites[location_id][0][1]
+        by_ids: dict[tuple[str, ...], list[str]] = defaultdict(list)
+        respelt = []
+        for other, mpids in others.items():
+            rows = sites[other]
+            first = rows[0][1]
+            label = first.customer_id or first.user_id
+            numbers = ", ".join(str(p.number) for p, _ in rows)
+            by_ids[tuple(mpids)].append(f"{_site_name(label, _site_key(first))} "
+                                        f"(row{'s' if len(rows) > 1 else ''} {numbers})")
+            if first.customer_id == mine.customer_id and _same_but_spelling(first.location_ref, mine.location_ref):
+                respelt.append(f"{first.location_ref!r} and {mine.location_ref!r} differ only in case or spaces: "
+                               "write them alike if they are one site")
+        said = [f"meter point id {', '.join(ids)} is also on {' and '.join(names)}" for ids, names in by_ids.items()]
+        message = "; ".join(said) + ": a meter point belongs to one site" + "".join(f"; {r}" for r in respelt)
+        for row_plan, _ in sites[location_id]:
+            row_plan.problems.append(Problem("meter_point_ids", message))
+            plan.counts["shared_meter_points"] += 1
+
+
+def _warn_similar_site_refs(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
+    """`home` and `Home ` are two keys, so two sites with two IDs; say so, since it is rarely meant.
+    They are not merged: the ref is the partner's key, and every ID derived from it must stay put."""
+    written: dict[tuple[str | None, str], list[RowPlan]] = defaultdict(list)
+    for row_plan, row in valid:
+        if row.location_ref:
+            written[row.customer_id or row.user_id, row.location_ref].append(row_plan)
+    spellings: dict[tuple[str | None, str], dict[str, list[RowPlan]]] = defaultdict(dict)
+    for (customer, ref), rows in written.items():
+        spellings[customer, _plain(ref)][ref] = rows
+    for refs in spellings.values():
+        if len(refs) < 2:
+            continue
+        for ref, rows in refs.items():
+            others = "; ".join(f"{o!r} in row{'s' if len(r) > 1 else ''} {', '.join(str(p.number) for p in r)}"
+                               for o, r in refs.items() if o != ref)
+            for row_plan in rows:
+                if row_plan.valid:
+                    row_plan.warnings.append(Problem("location_ref", (
+                        f"location_ref {ref!r} differs from {others} only in case or spaces: they are registered "
+                        "as different sites; write them alike if they are one")))
+                    plan.counts["similar_site_refs"] += 1
+
+
+# devices without a serial
+
+def _warn_repeated_devices(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
+    """Rows alike in every cell the tool reads, naming a device without a resource_ref (a join that
+    repeated it per phone number), each register a device: legitimate for two heat pumps without
+    serials, a duplicate otherwise. Only the partner can tell."""
+    alike: dict[Row, list[RowPlan]] = defaultdict(list)
+    for row_plan, row in valid:
+        if row_plan.valid and row.has_resource and not row.resource_ref and not row.resource_id:
+            alike[row].append(row_plan)
+    for row, rows in alike.items():
+        if len(rows) < 2:
+            continue
+        numbers = [p.number for p in rows]
+        label = row.customer_id or row.user_id
+        site = _site_key(row)
+        owner = _site_name(label, site) if site and row.resource_type != "Vehicle" else f"customer {label!r}"
+        for row_plan in rows:
+            row_plan.warnings.append(Problem("resource_ref", (
+                f"{_rows_named(numbers, row_plan.number)} describe{'s' if len(rows) == 2 else ''} the same "
+                f"{row.resource_type} of {owner} without a resource_ref: each row registers a device "
+                f"({len(rows)} in all); if it is one device, delete the repeated rows, otherwise give each "
+                "its serial in resource_ref")))
+            plan.counts["repeated_devices"] += 1
+
+
+# coordinates and the template's example
+
+SWAP_REACH = 10.0
+"""Degrees a point may lie beyond the quartiles of the sheet's other points and still be among them."""
+
+
+def _quantile(values: list[float], q: float, skip: int) -> float:
+    """The q-quantile (inclusive) of sorted `values` without the one at index `skip`."""
+    def at(k: int) -> float:
+        return values[k if k < skip else k + 1]
+
+    position = (len(values) - 2) * q
+    low = math.floor(position)
+    high = min(low + 1, len(values) - 2)
+    return at(low) + (at(high) - at(low)) * (position - low)
+
+
+def _among(value: float, values: list[float], own: float) -> bool:
+    """Whether value lies within the Tukey fences of `values` without one `own` value."""
+    skip = bisect.bisect_left(values, own)
+    q1, q3 = _quantile(values, 0.25, skip), _quantile(values, 0.75, skip)
+    reach = max(1.5 * (q3 - q1), SWAP_REACH)
+    return q1 - reach <= value <= q3 + reach
+
+
+def _core(values: list[float]) -> tuple[float, float]:
+    """Where a value lies among the others whichever one value is left out: most points, found
+    without working out the others' quartiles for each."""
+    return _quantile(values, 0.25, 0) - SWAP_REACH, _quantile(values, 0.75, len(values) - 1) + SWAP_REACH
+
+
+def _warn_swapped_coordinates(plan: Plan) -> None:
+    """A site whose point lies away from the sheet's other sites while its swap lies among them
+    had latitude and longitude typed in each other's columns."""
+    points = sorted({loc.coordinates for loc in plan.locations.values() if loc.coordinates},
+                    key=lambda c: (c.latitude, c.longitude))
+    if len(points) < 3:
+        return
+    lats = sorted(c.latitude for c in points)
+    lons = sorted(c.longitude for c in points)
+    lat_core, lon_core = _core(lats), _core(lons)
+    swapped = set()
+    for c in points:
+        if lat_core[0] <= c.latitude <= lat_core[1] and lon_core[0] <= c.longitude <= lon_core[1]:
+            continue
+        here = _among(c.latitude, lats, c.latitude) and _among(c.longitude, lons, c.longitude)
+        there = _among(c.longitude, lats, c.latitude) and _among(c.latitude, lons, c.longitude)
+        if there and not here:
+            swapped.add(c)
+    for row_plan in plan.rows:
+        location = plan.locations.get(row_plan.location_id) if row_plan.valid else None
+        if location and location.coordinates in swapped:
+            c = location.coordinates
+            row_plan.warnings.append(Problem("latitude", (
+                f"latitude {c.latitude:g} and longitude {c.longitude:g} look swapped: the point lies away from the "
+                "sheet's other sites, and swapped it would lie among them; swap the two cells if so")))
+            plan.counts["swapped_coordinates"] += 1
+
+
+@functools.cache
+def _template_example() -> Row:
+    return check_cells(0, {k: Cell(v) for k, v in TEMPLATE_EXAMPLE.items()}).row
+
+
+def _warn_template_example(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
+    """The template's example row, left in a filled sheet, would register a customer nobody has."""
+    example = _template_example()
+    mine = example.model_dump()
+    for row_plan, row in valid:
+        if not (row_plan.valid and row.customer_id == example.customer_id
+                and (row.resource_ref == example.resource_ref or row.meter_point_ids == example.meter_point_ids)):
+            continue
+        if all(mine[k] == v for k, v in row.model_dump().items() if v not in (None, ())):
+            row_plan.warnings.append(Problem("customer_id", (
+                f"this is the template's example row (customer {example.customer_id}, device "
+                f"{example.resource_ref}): delete it unless you mean to register it")))
+            plan.counts["template_example"] += 1

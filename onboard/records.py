@@ -18,25 +18,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, Va
 from pydantic_core import PydanticCustomError
 
 from onboard.contract import LocationType, ResourceType
-from onboard.sheet import Sheet, normalise
+from onboard.errors import InputError, UsageError
+from onboard.mapping import Mapping, normalise, vocabulary
+from onboard.sheet import Sheet
 
 MAX_ID_LENGTH = 200
 MPID_DIGITS = 18
-
-RESOURCE_ALIASES = {
-    "evcharger": "Charger", "charger": "Charger", "chargingstation": "Charger", "chargepoint": "Charger",
-    "wallbox": "Charger", "evse": "Charger",
-    "solar": "SolarInverter", "pv": "SolarInverter", "pvinverter": "SolarInverter", "inverter": "SolarInverter",
-    "solarpanel": "SolarInverter", "solarpanels": "SolarInverter",
-    "heatpump": "HVAC", "airconditioner": "HVAC", "aircon": "HVAC", "ac": "HVAC",
-    "ev": "Vehicle", "car": "Vehicle", "electricvehicle": "Vehicle", "electriccar": "Vehicle",
-    "waterheater": "HotWaterTank", "boiler": "HotWaterTank", "hotwaterheater": "HotWaterTank",
-    "waterboiler": "HotWaterTank",
-}
-LOCATION_ALIASES = {
-    "home": "Residential", "house": "Residential", "household": "Residential", "private": "Residential",
-    "apartment": "Residential", "business": "Commercial", "office": "Commercial",
-}
 
 EXCEL_DAMAGE = ("stored as a number, Excel dropped digits: format the column as Text and type the id again")
 
@@ -127,7 +114,7 @@ def _meter_point_ids(cell: Cell | None, info: ValidationInfo) -> tuple[str, ...]
     if cell.numeric or re.search(r"\d[.,]?\d*[eE][+-]?\d", text):
         raise _refuse(f"meter point id {text!r} was {EXCEL_DAMAGE}")
     ids: list[str] = []
-    for piece in re.split(r"[,;|\r\n]+", text):
+    for piece in re.split(r"[,;|/\r\n]+", text):
         piece = piece.replace("\u00a0", " ").strip()
         if not piece:
             continue
@@ -168,18 +155,17 @@ def _degrees(name: str, limit: float):
     return check
 
 
-def resolve(enum, aliases: dict[str, str], text: str) -> str | None:
-    """The enum value a partner's spelling means (`hot water tank`, `EV charger`), if any."""
-    key = normalise(text)
-    return next((m.value for m in enum if normalise(m.value) == key), None) or aliases.get(key)
+def resolve(field_name: str, text: str) -> str | None:
+    """The enum value a partner's word means (`hot water tank`, `EV charger`, `Varmepumpe`), if any."""
+    return vocabulary().value(field_name, text)
 
 
-def _choice(enum, aliases: dict[str, str], name: str):
+def _choice(enum, name: str):
     def check(cell: Cell | None) -> str | None:
         text = _text(cell)
         if text is None:
             return None
-        found = resolve(enum, aliases, text)
+        found = resolve(name, text)
         if found is None:
             raise _refuse(f"{name} {text!r} is not one of {', '.join(m.value for m in enum)}")
         return found
@@ -200,15 +186,13 @@ class Row(BaseModel):
     user_id: ExplicitId = None
     location_ref: Key = None
     location_id: ExplicitId = None
-    location_type: Annotated[str | None, BeforeValidator(_choice(LocationType, LOCATION_ALIASES,
-                                                                 "location_type"))] = None
+    location_type: Annotated[str | None, BeforeValidator(_choice(LocationType, "location_type"))] = None
     meter_point_ids: Annotated[tuple[str, ...], BeforeValidator(_meter_point_ids)] = ()
     latitude: Annotated[float | None, BeforeValidator(_degrees("latitude", 90))] = None
     longitude: Annotated[float | None, BeforeValidator(_degrees("longitude", 180))] = None
     resource_ref: Key = None
     resource_id: ExplicitId = None
-    resource_type: Annotated[str | None, BeforeValidator(_choice(ResourceType, RESOURCE_ALIASES,
-                                                                 "resource_type"))] = None
+    resource_type: Annotated[str | None, BeforeValidator(_choice(ResourceType, "resource_type"))] = None
     resource_meter_point_id: Annotated[str | None, BeforeValidator(_single_meter_point_id)] = None
 
     @property
@@ -235,6 +219,10 @@ class Checked:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     slot: tuple[str, ...] | None = None
+    skipped: bool = False
+    """Left out by --where: not validated, never sent."""
+    unknown: tuple[tuple[str, str], ...] = ()
+    """(field, text) of values that are none of the field's choices, for counting them per word."""
 
     @property
     def valid(self) -> bool:
@@ -270,7 +258,7 @@ def check_cells(number: int, cells: dict[str, Cell], strict_meter_ids: bool = Fa
         problems = [Problem(str(e["loc"][0]), e["msg"]) for e in exc.errors()]
     filled = {name: _text(cells.get(name)) is not None for name in Row.model_fields}
     kind_text = _text(cells.get("resource_type"))
-    kind = resolve(ResourceType, RESOURCE_ALIASES, kind_text) if kind_text else None
+    kind = resolve("resource_type", kind_text) if kind_text else None
     problems += _row_rules(filled, kind)
     warnings = list(context["warnings"])
     if row and row.resource_type == "Vehicle" and row.resource_meter_point_id:
@@ -279,7 +267,9 @@ def check_cells(number: int, cells: dict[str, Cell], strict_meter_ids: bool = Fa
                                 "vehicles without one"))
     if row and row.location_type and not row.has_location:
         warnings.append(Problem("location_type", "location_type is ignored: the row describes no site"))
-    return Checked(number, None if problems else row, problems, warnings, _device_slot(cells, kind))
+    unknown = tuple((name, text) for name in ("location_type", "resource_type")
+                    if (text := _text(cells.get(name))) and resolve(name, text) is None)
+    return Checked(number, None if problems else row, problems, warnings, _device_slot(cells, kind), unknown=unknown)
 
 
 def _device_slot(cells: dict[str, Cell], kind: str | None) -> tuple[str, ...] | None:
@@ -296,11 +286,81 @@ def _device_slot(cells: dict[str, Cell], kind: str | None) -> tuple[str, ...] | 
     return customer, site, kind or normalise(text["resource_type"])
 
 
-def check(sheet: Sheet, strict_meter_ids: bool = False) -> list[Checked]:
-    """Every row of the sheet, validated."""
+# choosing rows: --where
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One `--where`: a column's value is (`=`) or is not (`!=`) a text, ignoring case and
+    surrounding spaces; an empty text stands for a blank cell."""
+
+    header: str
+    value: str
+    negate: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        match = re.fullmatch(r"(?P<header>[^=!]*?)\s*(?P<op>!=|=)\s*(?P<value>.*)", text, flags=re.S)
+        if match is None or not match["header"].strip():
+            raise UsageError(f'--where {text!r}: write it as "Column=value" or "Column!=value"')
+        return cls(match["header"].strip(), match["value"].strip(), match["op"] == "!=")
+
+    def column(self, sheet: Sheet) -> int:
+        for wanted in (self.header.casefold(), normalise(self.header)):
+            for column in sheet.columns:
+                if wanted and wanted in (column.header.casefold(), normalise(column.header)):
+                    return column.index
+        found = ", ".join(repr(c.header) for c in sheet.columns if c.header)
+        raise InputError(f"--where {self.header!r}: the sheet has no such column; its columns are {found}")
+
+    def holds(self, text: str) -> bool:
+        same = text.replace("\u00a0", " ").strip().casefold() == self.value.casefold()
+        return same != self.negate
+
+
+def selected(sheet: Sheet, conditions: list[Condition]) -> list[bool]:
+    """Which rows every condition holds for."""
+    at = [(condition, condition.column(sheet)) for condition in conditions]
+    return [all(c.holds(row.cells[i]) for c, i in at) for row in sheet.rows]
+
+
+# the user's words for values
+
+
+def _mapped(cells: dict[str, Cell], mapping: Mapping | None) -> dict[str, Cell]:
+    """Cells with the user's own value mapping applied (`Varmepumpe` -> `HVAC`)."""
+    if not mapping or not mapping.values:
+        return cells
+    for name in mapping.values:
+        text = _text(cells.get(name))
+        if text is not None and (value := mapping.value(name, text)) is not None:
+            cells[name] = Cell(value)
+    return cells
+
+
+def unused_values(sheet: Sheet, mapping: Mapping | None) -> list[tuple[str, str]]:
+    """(field, word) of value mappings that match no cell of their field: a typo the user should hear of."""
+    if not mapping or not mapping.values:
+        return []
+    seen: dict[str, set[str]] = {}
+    for column in sheet.columns:
+        if column.field in mapping.values:
+            seen.setdefault(column.field, set()).update(normalise(r.cells[column.index]) for r in sheet.rows)
+    return [(name, word) for name, word in mapping.value_keys() if normalise(word) not in seen.get(name, set())]
+
+
+def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None = None,
+          where: list[Condition] | None = None) -> list[Checked]:
+    """Every row of the sheet, validated; rows `where` leaves out are only marked skipped."""
     fields = [(c.index, c.field) for c in sheet.columns if c.field]
+    chosen = selected(sheet, where) if where else None
     checked = []
-    for row in sheet.rows:
-        cells = {name: Cell(row.cells[i], row.values[i]) for i, name in fields}
+    for position, row in enumerate(sheet.rows):
+        cells = _mapped({name: Cell(row.cells[i], row.values[i]) for i, name in fields}, mapping)
+        if chosen is not None and not chosen[position]:
+            kind_text = _text(cells.get("resource_type"))
+            kind = resolve("resource_type", kind_text) if kind_text else None
+            checked.append(Checked(row.number, None, slot=_device_slot(cells, kind), skipped=True))
+            continue
         checked.append(check_cells(row.number, cells, strict_meter_ids))
     return checked

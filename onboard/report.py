@@ -13,28 +13,41 @@ import os
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from onboard.errors import ConfigError, InputError
-from onboard.files import atomic
+from onboard.files import atomic, refuse_link
+from onboard.journal import journal_path, recorded_input
 from onboard.pipeline import Ledger
 from onboard.plan import Plan, RowPlan
 from onboard.records import Problem
-from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet
+from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet, column_uses
 from onboard.workbook import neutralise, write_table
 
 ID_FIELDS = ("user_id", "location_id", "resource_id")
 KEY_FIELDS = frozenset({"customer_id", "location_ref", "meter_point_ids", "resource_ref", "resource_meter_point_id",
                         *ID_FIELDS})
 """Columns Excel would damage by reading them as numbers: stored as text in xlsx outputs."""
-STATUS_ORDER = ("created", "exists", "valid", "failed", "invalid")
+STATUS_ORDER = ("created", "exists", "valid", "failed", "invalid", "not sent", "skipped")
+CHECKS = {
+    "totals_or_headings": "a totals row or heading, refused",
+    "shared_meter_points": "a meter point id on two sites, refused",
+    "similar_site_refs": "site refs differing only in case or spaces, warned",
+    "repeated_devices": "identical device rows without a serial, warned",
+    "swapped_coordinates": "latitude and longitude look swapped, warned",
+    "template_example": "the template's example row, warned",
+}
+"""What each of the plan's cross-row checks counts, in words."""
+TO_FIX = ("failed", "invalid")
+"""Statuses of the rows the user must fix: the errors file holds exactly these."""
 
 
 @dataclass
 class RowResult:
     number: int
+    """The row as this file numbers it."""
     status: str
     user_id: str | None = None
     location_id: str | None = None
@@ -45,10 +58,28 @@ class RowResult:
     """Each reason the row did not land, for counting the most frequent ones."""
     cell_problems: dict[int, str] = field(default_factory=dict)
     """Column index -> reason, for marking the cells a person must fix."""
+    origin: int | None = None
+    """The row of the original sheet, when this file is one of the tool's outputs run again."""
 
     @property
     def landed(self) -> bool:
         return self.status in ("created", "exists", "valid")
+
+    @property
+    def to_fix(self) -> bool:
+        return self.status in TO_FIX
+
+    @property
+    def row(self) -> int:
+        """The row number the outputs carry: the original sheet's, through every fix-and-rerun round."""
+        return self.origin if self.origin is not None else self.number
+
+    @property
+    def named(self) -> str:
+        """How a message names the row."""
+        if self.origin is None or self.origin == self.number:
+            return f"row {self.number}"
+        return f"row {self.number} (row {self.origin} of the original sheet)"
 
 
 def _describe(sheet: Sheet, problems: list[Problem]) -> tuple[str, dict[int, str]]:
@@ -62,12 +93,30 @@ def _describe(sheet: Sheet, problems: list[Problem]) -> tuple[str, dict[int, str
     return "; ".join(dict.fromkeys(parts)), cells
 
 
+def origins(sheet: Sheet) -> dict[int, int]:
+    """Row number here -> row number of the original sheet, from the `row` column the tool wrote."""
+    column = next((c for c in sheet.columns if c.own == "row"), None)
+    if column is None:
+        return {}
+    found = {}
+    for row in sheet.rows:
+        text = row.cells[column.index].strip()
+        if text.isdigit():
+            found[row.number] = int(text)
+    return found
+
+
 def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResult]:
     """One result per input row. Without a ledger (validate, dry run) valid rows are `valid`."""
     results = []
+    origin = origins(sheet)
     for row_plan in plan.rows:
         warnings = [w.message for w in row_plan.warnings]
-        ids = dict(user_id=row_plan.user_id, location_id=row_plan.location_id, resource_id=row_plan.resource_id)
+        ids = dict(user_id=row_plan.user_id, location_id=row_plan.location_id, resource_id=row_plan.resource_id,
+                   origin=origin.get(row_plan.number))
+        if row_plan.skipped:
+            results.append(RowResult(row_plan.number, "skipped", origin=ids["origin"]))
+            continue
         if not row_plan.valid:
             error, cells = _describe(sheet, row_plan.problems)
             results.append(RowResult(row_plan.number, "invalid", **ids, error=error, cell_problems=cells,
@@ -83,16 +132,25 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResu
             if outcome is not None:
                 warnings.extend(outcome.warnings)
         results.append(RowResult(row_plan.number, status, **ids, error=error,
-                                 warnings="; ".join(dict.fromkeys(warnings)), reasons=[error] if error else []))
+                                 warnings="; ".join(dict.fromkeys(warnings)),
+                                 reasons=[error] if error and status in TO_FIX else []))
     return results
 
 
 def _row_status(row_plan: RowPlan, ledger: Ledger) -> tuple[str, str]:
+    """A refusal the API gave outweighs a row not reached; only a row with nothing refused and
+    something not reached is `not sent` (the next run of the same command sends it)."""
     outcomes = [ledger.get(kind, entity_id) for kind, entity_id in row_plan.entities()]
-    failed = [o for o in outcomes if o is None or o.state == "failed"]
-    if failed:
-        deepest = failed[-1]
-        return "failed", deepest.reason if deepest else "not sent"
+    invalid = [o for o in outcomes if o is not None and o.state == "invalid"]
+    if invalid:
+        return "invalid", invalid[-1].reason
+    refused = [o for o in outcomes if o is not None and o.state == "failed" and o.final]
+    if refused:
+        return "failed", refused[-1].reason
+    unreached = [o for o in outcomes if o is None or o.state == "failed"]
+    if unreached:
+        deepest = unreached[-1]
+        return "not sent", deepest.reason if deepest else "not sent: the run stopped before reaching it"
     if any(o.state == "created" for o in outcomes):
         return "created", ""
     return "exists", ""
@@ -103,12 +161,20 @@ def _row_status(row_plan: RowPlan, ledger: Ledger) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Outputs:
+    """Where a command's outputs go. `run` writes `<stem>.results`, `<stem>.errors` and
+    `<stem>.summary.json`; `validate` and `--dry-run` write `<stem>.validation` and
+    `<stem>.validation.json`, so a check never overwrites the record of what a run created."""
+
     results: Path
-    errors: Path
+    errors: Path | None
     summary: Path
 
     @classmethod
-    def beside(cls, source: Path, out: Path | None) -> Outputs:
+    def beside(cls, source: Path, out: Path | None, kind: str = "run") -> Outputs:
+        """The output paths for `source` in `out` (default: beside it). Refused before anything is
+        sent: an output that would overwrite the input or be written through a link, and a folder
+        holding the run of another input with the same file name (its outputs and journal would be
+        overwritten)."""
         folder = out or source.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -117,10 +183,22 @@ class Outputs:
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise ConfigError(f"cannot write the outputs to {folder}: choose a folder you can write with --out")
         suffix = ".xlsx" if source.suffix.lower() in WORKBOOKS else source.suffix.lower()
-        outputs = cls(folder / f"{source.stem}.results{suffix}", folder / f"{source.stem}.errors{suffix}",
-                      folder / f"{source.stem}.summary.json")
-        if source.resolve() in (outputs.results.resolve(), outputs.errors.resolve()):
+        if kind == "validation":
+            outputs = cls(folder / f"{source.stem}.validation{suffix}", None, folder / f"{source.stem}.validation.json")
+        else:
+            outputs = cls(folder / f"{source.stem}.results{suffix}", folder / f"{source.stem}.errors{suffix}",
+                          folder / f"{source.stem}.summary.json")
+        if source.resolve() in (p.resolve() for p in (outputs.results, outputs.errors) if p is not None):
             raise InputError(f"{source.name} would be overwritten by an output: rename it or choose --out")
+        for path in (outputs.results, outputs.errors, outputs.summary):
+            if path is not None:
+                refuse_link(path)
+        journal = journal_path(folder, source)
+        other = recorded_input(journal)
+        if other is not None and other.resolve() != source.resolve():
+            raise ConfigError(f"{folder} holds the outputs and journal of {other}, another input with the same "
+                              f"file name: choose another --out for {source} (or, if that input is gone, move "
+                              f"{journal} away)")
         return outputs
 
 
@@ -143,7 +221,7 @@ def _layout(sheet: Sheet) -> tuple[list[str], list[int | None], dict[str, int]]:
 
 
 def _own_values(result: RowResult) -> dict[str, Any]:
-    return {"row": result.number, "status": result.status, "user_id": result.user_id,
+    return {"row": result.row, "status": result.status, "user_id": result.user_id,
             "location_id": result.location_id, "resource_id": result.resource_id,
             "error": result.error, "warnings": result.warnings}
 
@@ -175,17 +253,32 @@ def _table(sheet: Sheet, results: list[RowResult], keep: Callable[[RowResult], b
 
 
 def _summary_rows(summary: dict) -> list[list[Any]]:
-    rows: list[list[Any]] = [["rows", summary["rows"]]]
+    rows: list[list[Any]] = [[key, summary[key]] for key in ("tool", "input", "input_sha256", "sheet", "header_row",
+                                                            "environment", "base_url", "started", "finished")
+                             if summary.get(key) is not None]
+    rows.append(["rows", summary["rows"]])
     rows += [[f"status {k}", v] for k, v in summary["status"].items()]
     for kind, counts in summary["entities"].items():
         rows += [[f"{kind} {k}", v] for k, v in counts.items()]
     for key in ("requests", "retries", "throttled", "token_refreshes", "seconds"):
         if key in summary:
             rows.append([key, summary[key]])
+    for key, n in summary.get("notices", {}).items():
+        rows.append([key, n])
+    for key, n in summary.get("checks", {}).items():
+        rows.append([f"rows flagged: {CHECKS.get(key, key)}", n])
     if summary.get("reasons"):
         rows.append([])
-        rows.append(["most frequent reasons", "rows"])
+        rows.append(["most frequent reasons (an example of each)", "rows"])
         rows += [[reason, n] for reason, n in summary["reasons"]]
+    for name, words in summary.get("unrecognised_values", {}).items():
+        rows.append([])
+        rows.append([f"{name} values not recognised (map them with --map-value)", "rows"])
+        rows += [[word, n] for word, n in words.items()]
+    if summary.get("columns"):
+        rows.append([])
+        rows.append(["column", "use"])
+        rows += [[c["header"], c["use"]] for c in summary["columns"]]
     return rows
 
 
@@ -213,9 +306,21 @@ def write_csv(path: Path, sheet: Sheet, results: list[RowResult], keep) -> None:
 
 def _kind_of(reason: str) -> str:
     """A reason without its particular values, so alike reasons are counted together."""
-    reason = re.sub(r"'[^']*'", "…", reason)
-    reason = re.sub(r"\b[0-9a-f]{8}-[0-9a-f-]{27}\b", "…", reason)
+    reason = re.sub(r"'[^']*'", "'…'", reason)
+    reason = re.sub(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", "…", reason)
     return re.sub(r"\b\d[\d.,e+]*\b", "…", reason)
+
+
+def frequent_reasons(results: list[RowResult], most: int = 10) -> list[tuple[str, int]]:
+    """The most frequent kinds of reason, each shown in full as its first example gave it."""
+    counts: Counter[str] = Counter()
+    example: dict[str, str] = {}
+    for result in results:
+        for reason in result.reasons:
+            kind = _kind_of(reason)
+            counts[kind] += 1
+            example.setdefault(kind, reason)
+    return [(example[kind], n) for kind, n in counts.most_common(most)]
 
 
 def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger | None,
@@ -223,31 +328,121 @@ def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger
     statuses = Counter(r.status for r in results)
     entities: dict[str, dict[str, int]] = {}
     for kind, items in (("users", plan.users), ("locations", plan.locations), ("resources", plan.resources)):
-        counts = Counter()
+        counts: Counter[str] = Counter()
         for entity_id in items:
             outcome = ledger.get(kind[:-1], entity_id) if ledger else None
-            counts[outcome.state if outcome else "planned"] += 1
-        entities[kind] = {state: counts.get(state, 0) for state in
-                          (("created", "exists", "failed") if ledger else ("planned",))}
-    reasons = Counter(_kind_of(reason) for r in results for reason in r.reasons)
+            if ledger is None:
+                counts["planned"] += 1
+            elif outcome is None or (outcome.state == "failed" and not outcome.final):
+                counts["not sent"] += 1
+            else:
+                counts[outcome.state] += 1
+        states = ("created", "exists", "failed", "invalid", "not sent") if ledger else ("planned",)
+        entities[kind] = {state: counts.get(state, 0) for state in states
+                          if counts.get(state) or state not in ("invalid", "not sent")}
     return {
         "input": str(sheet.path),
+        "sheet": sheet.sheet_name,
+        "header_row": sheet.header_row,
         "rows": len(results),
-        "status": {s: statuses[s] for s in STATUS_ORDER if statuses[s] or s in ("failed", "invalid")},
+        "status": {s: statuses[s] for s in STATUS_ORDER if statuses[s] or s in TO_FIX},
         "entities": entities,
-        "reasons": reasons.most_common(10),
+        "reasons": frequent_reasons(results),
+        "checks": {name: n for name, n in sorted(plan.counts.items()) if n},
+        "columns": [{"header": header, "use": use} for header, use in column_uses(sheet.columns)],
         **extra,
     }
 
 
-def write(outputs: Outputs, sheet: Sheet, results: list[RowResult], summary: dict) -> None:
-    landed = lambda r: True  # noqa: E731
-    refused = lambda r: not r.landed  # noqa: E731
+def write(outputs: Outputs, sheet: Sheet, results: list[RowResult], summary: dict) -> bool:
+    """Write the outputs; the errors file only when some row is to fix (a stale one from an earlier
+    run is removed, so it never lists rows that have since landed). True when it was written."""
+    every = lambda r: True  # noqa: E731
+    to_fix = lambda r: r.to_fix  # noqa: E731
+    errors = outputs.errors is not None and any(r.to_fix for r in results)
     if sheet.format == "xlsx":
-        write_xlsx(outputs.results, sheet, results, landed, "Results", summary)
-        write_xlsx(outputs.errors, sheet, results, refused, "Errors", summary)
+        write_xlsx(outputs.results, sheet, results, every, "Results", summary)
+        if errors:
+            write_xlsx(outputs.errors, sheet, results, to_fix, "Errors", summary)
     else:
-        write_csv(outputs.results, sheet, results, landed)
-        write_csv(outputs.errors, sheet, results, refused)
+        write_csv(outputs.results, sheet, results, every)
+        if errors:
+            write_csv(outputs.errors, sheet, results, to_fix)
+    if outputs.errors is not None and not errors:
+        outputs.errors.unlink(missing_ok=True)
     with atomic(outputs.summary) as temporary:
         temporary.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return errors
+
+
+# one file for the final state of every original row
+
+
+def original_results(source: Path, outputs: Outputs) -> Path | None:
+    """The results file of the sheet an errors file came from (`customers.errors.xlsx` ->
+    `customers.results.xlsx` beside the outputs), when there is one to bring up to date."""
+    stem = source.stem
+    if not stem.endswith(".errors"):
+        return None
+    while stem.endswith((".errors", ".results")):
+        stem = stem.rsplit(".", 1)[0]
+    target = outputs.results.with_name(f"{stem}.results{outputs.results.suffix}")
+    if not target.is_file() or target.resolve() in (source.resolve(), outputs.results.resolve()):
+        return None
+    return target
+
+
+def fold_back(target: Path, sheet: Sheet, results: list[RowResult], read: Callable[[Path], Sheet]) -> int:
+    """Bring the rows of this run (an errors file, run again) into the original results file, matched
+    by the original row number: their cells as fixed, their new status and IDs. Returns how many rows
+    were brought up to date."""
+    original = read(target)
+    at = {row: position for position, row in enumerate(_origin_rows(original)) if row is not None}
+    if not at:
+        return 0
+    headers = {c.header: c.index for c in sheet.columns if c.header and not c.own}
+    merged = {position: RowResult(row.number, **_recorded(original, row)) for position, row in enumerate(original.rows)}
+    rows = list(original.rows)
+    updated = 0
+    for sheet_row, result in zip(sheet.rows, results, strict=True):
+        position = at.get(result.row)
+        if position is None:
+            continue
+        cells, values = list(rows[position].cells), list(rows[position].values)
+        for column in original.columns:
+            source = headers.get(column.header)
+            if source is not None and not column.own and column.field not in ID_FIELDS:
+                cells[column.index], values[column.index] = sheet_row.cells[source], sheet_row.values[source]
+        rows[position] = replace(rows[position], cells=cells, values=values)
+        merged[position] = replace(result, number=rows[position].number, origin=result.row, cell_problems={})
+        updated += 1
+    folded = replace(original, rows=rows)
+    ordered = [merged[i] for i in range(len(rows))]
+    statuses = Counter(r.status for r in ordered)
+    summary = {"rows": len(ordered), "status": {s: statuses[s] for s in STATUS_ORDER if statuses[s]},
+               "entities": {}, "notices": {"last brought up to date by": sheet.path.name}}
+    if folded.format == "xlsx":
+        write_xlsx(target, folded, ordered, lambda r: True, "Results", summary)
+    else:
+        write_csv(target, folded, ordered, lambda r: True)
+    return updated
+
+
+def _origin_rows(sheet: Sheet) -> list[int | None]:
+    origin = origins(sheet)
+    return [origin.get(row.number) for row in sheet.rows]
+
+
+def _recorded(sheet: Sheet, row) -> dict[str, Any]:
+    """What a results file says of a row, read back from its own columns."""
+    found: dict[str, Any] = {"status": ""}
+    for column in sheet.columns:
+        name = column.own or (column.field if column.field in ID_FIELDS else None)
+        if name == "row":
+            text = row.cells[column.index].strip()
+            found["origin"] = int(text) if text.isdigit() else None
+        elif name in ("status", "error", "warnings"):
+            found[name] = row.cells[column.index]
+        elif name in ID_FIELDS:
+            found[name] = row.cells[column.index] or None
+    return found

@@ -9,8 +9,8 @@ import csv
 import io
 from pathlib import Path
 
-from onboard.errors import InputError
-from onboard.files import atomic
+from onboard.errors import InputError, UsageError
+from onboard.files import atomic, refuse_link
 from onboard.sheet import FIELDS
 from onboard.workbook import write_template_workbook
 
@@ -37,9 +37,14 @@ TEMPLATE_HELP = {
 }
 
 
-def write_template(path: Path) -> None:
+def write_template(path: Path, force: bool = False) -> None:
+    """Write the template; an existing file there is kept unless `force`, since it is most likely a
+    sheet someone has filled in."""
     columns = list(FIELDS)
     suffix = path.suffix.lower()
+    refuse_link(path)
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists: choose another name, or add --force to replace it")
     if suffix == ".xlsx":
         with atomic(path) as temporary:
             write_template_workbook(temporary, columns, TEMPLATE_EXAMPLE, TEMPLATE_HELP)

@@ -15,6 +15,7 @@ from openpyxl import load_workbook
 
 from onboard import cli, contract
 from onboard.emulator.store import Store
+from onboard.records import has_valid_check_digit
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_data"
@@ -22,6 +23,13 @@ HEADERS = ["customer_id", "location_ref", "location_type", "meter_point_ids", "l
            "resource_ref", "resource_type"]
 MPIDS = ["707057500012345671", "707057500012345688", "707057500012345695", "707057500012345701",
          "707057500012345718", "707057500012345725"]
+
+
+def meter_point_id(n: int) -> str:
+    """The n-th 18-digit meter point id with a valid GS1 check digit: one per site of a larger sheet
+    (a meter point belongs to one site)."""
+    body = f"70705750{n:09d}"
+    return body + next(d for d in "0123456789" if has_valid_check_digit(body + d))
 
 
 def write_csv(path: Path, rows: list[list[object]], headers: list[str] = HEADERS, delimiter: str = ",",

@@ -32,6 +32,8 @@ def test_every_operation_of_the_issue_is_served():
         "PostLocation", "PostLocations", "GetLocationByLocationId", "UpdateLocation", "PatchLocation",
         "DeleteLocation", "GetLocationBoundResources", "PostLocationBoundResource", "PostVehicle",
         "GetResourcesForUser", "GetResourceById", "DeleteResourceById", "GetMpidEligibility",
+        "GetUserEligibilityByUserId", "GetEligibleUsers", "GetUserEnrollmentByUserId", "PostUserEnrollment",
+        "DeleteUserEnrollment",
     }
 
 

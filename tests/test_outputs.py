@@ -13,12 +13,13 @@ from helpers import HEADERS, MPIDS, REPO, SAMPLES, local, read_csv, read_xlsx, r
 def test_validate_marks_rows_valid_or_invalid_and_exits_by_them(capsys, tmp_path):
     good = write_csv(tmp_path / "good.csv", [["1", "home", "", MPIDS[0], "", "", "", ""]])
     assert run(capsys, "validate", good)[0] == 0
-    assert [r["status"] for r in read_csv(tmp_path / "good.results.csv")] == ["valid"]
+    assert [r["status"] for r in read_csv(tmp_path / "good.validation.csv")] == ["valid"]
     bad = write_csv(tmp_path / "bad.csv", [["1", "home", "", MPIDS[0], "", "", "", ""],
                                            ["2", "home", "", "12", "", "", "", ""]])
     code, out, err = run(capsys, "validate", bad)
     assert code == 1 and "1 valid, 0 failed, 1 invalid" in out
-    assert [r["row"] for r in read_csv(tmp_path / "bad.errors.csv")] == ["3"]
+    assert [r["row"] for r in read_csv(tmp_path / "bad.validation.csv") if r["status"] == "invalid"] == ["3"]
+    assert not (tmp_path / "bad.results.csv").exists() and not (tmp_path / "bad.errors.csv").exists()
     assert run(capsys, "validate", good, "--env", "local", "--state", tmp_path / "unused.sqlite")[0] == 0
     assert not (tmp_path / "unused.sqlite").exists()
 
@@ -83,9 +84,8 @@ def test_summary_json_counts_statuses_entities_and_requests(capsys, tmp_path):
 def test_outputs_go_to_out_and_leave_no_temporary_files(capsys, tmp_path):
     out = tmp_path / "outputs"
     run(capsys, "run", SAMPLES / "customers.csv", "--out", out, *local(tmp_path / "e.sqlite"))
-    assert sorted(p.name for p in out.iterdir()) == [".customers.journal.sqlite.lock", "customers.errors.csv",
-                                                     "customers.journal.sqlite", "customers.results.csv",
-                                                     "customers.summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["customers.journal.sqlite",
+                                                     "customers.results.csv", "customers.summary.json"]
 
 
 def test_csv_row_numbers_are_lines_with_blank_lines_counted(capsys, tmp_path):
@@ -99,7 +99,7 @@ def test_csv_row_numbers_are_lines_with_blank_lines_counted(capsys, tmp_path):
         "3,bad,x\n"
     )
     run(capsys, "validate", path)
-    results = read_csv(tmp_path / "in.results.csv")
+    results = read_csv(tmp_path / "in.validation.csv")
     assert [(r["row"], r["status"]) for r in results] == [("2", "valid"), ("5", "valid"), ("7", "invalid")]
 
 
@@ -119,7 +119,7 @@ def test_xlsx_row_numbers_are_excels_and_sheet_can_be_chosen(capsys, tmp_path):
     workbook.save(tmp_path / "book.xlsx")
     code, _, err = run(capsys, "validate", tmp_path / "book.xlsx", "--sheet", "Customers")
     assert code == 1
-    assert [(r["row"], r["status"]) for r in read_xlsx(tmp_path / "book.results.xlsx")] == [(4, "valid"),
+    assert [(r["row"], r["status"]) for r in read_xlsx(tmp_path / "book.validation.xlsx")] == [(4, "valid"),
                                                                                            (6, "invalid")]
     assert "row 6 (invalid)" in err
     code, _, err = run(capsys, "validate", tmp_path / "book.xlsx", "--sheet", "Nope")
@@ -144,7 +144,7 @@ def test_unreadable_input_is_exit_2_with_a_message(capsys, tmp_path, name, conte
 def test_missing_columns_message_lists_headers_found_and_expected(capsys, tmp_path):
     (tmp_path / "in.csv").write_text("Name,Address\nKari,Oslo\n")
     _, _, err = run(capsys, "validate", tmp_path / "in.csv")
-    assert "'Name', 'Address'" in err and "customer_id, user_id, location_ref" in err
+    assert "'Name', 'Address'" in err and "customer_id, location_ref, location_type" in err
 
 
 def test_usage_errors_exit_2(capsys):
@@ -194,7 +194,7 @@ def test_unwritable_places_and_bad_urls_are_messages_not_tracebacks(capsys, tmp_
     (tmp_path / "a-file").write_text("")
     code, _, err = run(capsys, "validate", good, "--out", tmp_path / "a-file" / "sub")
     assert code == 2 and "cannot create the output folder" in err
-    (tmp_path / "in.results.csv").mkdir()  # an output path that cannot be replaced
+    (tmp_path / "in.validation.csv").mkdir()  # an output path that cannot be replaced
     code, _, err = run(capsys, "validate", good)
     assert code == 2 and "cannot write" in err and "Traceback" not in err
     (tmp_path / "garbage.sqlite").write_text("this is not a database, it is a shopping list")

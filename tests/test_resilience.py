@@ -169,12 +169,14 @@ def test_a_dead_api_fails_in_bounded_time_and_the_next_run_resumes(capsys, tmp_p
     knobs(monkeypatch, fail_rate=1)
     state = tmp_path / "e.sqlite"
     started = time.monotonic()
-    code, _, err = run(capsys, "run", SAMPLES / "customers.csv", "--out", tmp_path, *local(state))
+    code, out, err = run(capsys, "run", SAMPLES / "customers.csv", "--out", tmp_path, *local(state))
     assert code == 1 and time.monotonic() - started < 10
     assert "the API did not answer GET /users after 3 attempts (503 Service Unavailable)" in err
     assert "run the same command again to resume" in err and "Traceback" not in err
-    rows = read_csv(tmp_path / "customers.errors.csv")
-    assert len(rows) == 125 and rows[0]["status"] == "failed" and rows[0]["error"].startswith("not sent:")
+    rows = read_csv(tmp_path / "customers.results.csv")
+    assert len(rows) == 125 and {r["status"] for r in rows} == {"not sent"} and rows[0]["error"].startswith("not sent:")
+    assert not (tmp_path / "customers.errors.csv").exists(), "rows not sent are not rows to fix"
+    assert "125 rows not sent: run the same command again to resume" in out
     monkeypatch.delenv("ONBOARD_EMULATOR_FAIL_RATE")
     code, _, err = run(capsys, "run", SAMPLES / "customers.csv", "--out", tmp_path, *local(state))
     assert code == 0 and "resuming the unfinished run" in err
@@ -187,9 +189,9 @@ def test_an_api_that_dies_midway_keeps_what_landed(capsys, tmp_path, monkeypatch
     state = tmp_path / "e.sqlite"
     assert run(capsys, "run", SAMPLES / "customers.csv", "--out", tmp_path, *local(state))[0] == 0
     knobs(monkeypatch, fail_rate=1)
-    other = write_csv(tmp_path / "more.csv", [[f"n{i}", "home", "", MPIDS[0], "", "", "", ""] for i in range(3)])
+    other = write_csv(tmp_path / "more.csv", [[f"n{i}", "home", "", MPIDS[i], "", "", "", ""] for i in range(3)])
     code, _, err = run(capsys, "run", other, *local(state))
-    assert code == 1 and "not sent" in read_csv(tmp_path / "more.errors.csv")[0]["error"]
+    assert code == 1 and read_csv(tmp_path / "more.results.csv")[0]["status"] == "not sent"
 
 
 # all of it at once
@@ -291,7 +293,7 @@ def test_ctrl_c_writes_outputs_exits_130_and_the_next_run_resumes(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted: what is done is kept" in err and "Traceback" not in err
     results = read_csv(tmp_path / "customers.results.csv")
-    assert {r["status"] for r in results} == {"created", "failed"}
+    assert {r["status"] for r in results} == {"created", "not sent"}
     resumed = _start(source, tmp_path, tmp_path / "e.sqlite")
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err

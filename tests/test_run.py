@@ -14,6 +14,7 @@ from helpers import (
     SAMPLES,
     ContractChecked,
     local,
+    meter_point_id,
     read_csv,
     read_xlsx,
     run,
@@ -131,7 +132,7 @@ def test_fixed_errors_file_reruns_to_completion(capsys, tmp_path):
         if "has a different meter_point_ids" in error:
             cells["meter_point_ids"].value = MPIDS[0]
         elif "meter point id" in error:
-            cells["meter_point_ids"].value = MPIDS[line % len(MPIDS)]
+            cells["meter_point_ids"].value = MPIDS[1 + line % (len(MPIDS) - 1)]  # MPIDS[0] is 100001's
         if "longitude" in error:
             cells["longitude"].value = "10.75"
         if "resource_type" in error:
@@ -143,7 +144,13 @@ def test_fixed_errors_file_reruns_to_completion(capsys, tmp_path):
     assert code == 0, err
     rerun = read_xlsx(tmp_path / "customers.errors.results.xlsx")
     assert {r["status"] for r in rerun} == {"created"}
-    assert read_xlsx(tmp_path / "customers.errors.errors.xlsx") == []
+    assert not (tmp_path / "customers.errors.errors.xlsx").exists() and "errors:  none" in out
+    fixed_rows = [r["row"] for r in read_xlsx(errors_path)]
+    assert [r["row"] for r in rerun] == fixed_rows, "the original row numbers go through the loop"
+    final = read_xlsx(tmp_path / "customers.results.xlsx")
+    assert [r["row"] for r in final] == list(range(2, len(final) + 2))
+    assert {r["status"] for r in final} == {"created"} and all(r["user_id"] for r in final)
+    assert f"{len(fixed_rows)} rows brought up to date in" in out
 
 
 # batches, existing IDs, blocked rows
@@ -153,7 +160,7 @@ async def test_a_refused_batch_is_split_until_the_bad_item_is_isolated(tmp_path)
     app = create_app(EmulatorSettings(), Store())
     app.store.add_users(["someone-else"])
     app.store.add_locations([Location("taken", "someone-else", "Unknown", [MPIDS[0]])])
-    rows = [[f"c{i}", "home", "", MPIDS[i % 6], f"SN{i}", "Charger"] for i in range(16)]
+    rows = [[f"c{i}", "home", "", meter_point_id(i), f"SN{i}", "Charger"] for i in range(16)]
     rows[11][2] = "taken"  # an explicit location ID another user holds
     plan = plan_of(write_csv(tmp_path / "in.csv", rows, ["customer_id", "location_ref", "location_id",
                                                           "meter_point_ids", "resource_ref", "resource_type"]))
@@ -207,7 +214,7 @@ async def test_a_resource_id_held_by_another_user_fails_saying_so(tmp_path):
 
 def test_413_halves_the_batch_for_the_rest_of_the_run(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("ONBOARD_EMULATOR_MAX_BATCH", "3")
-    rows = [[f"c{i}", "home", "", MPIDS[i % 6], "", "", "", ""] for i in range(10)]
+    rows = [[f"c{i}", "home", "", meter_point_id(i), "", "", "", ""] for i in range(10)]
     path = write_csv(tmp_path / "in.csv", rows, HEADERS)
     code, _, err = run(capsys, "run", path, "--batch-size", "10", *local(tmp_path / "e.sqlite"))
     assert code == 0, err
@@ -274,7 +281,7 @@ def test_dry_run_prints_the_plan_and_sends_nothing(capsys, tmp_path):
     assert "plan: 60 users, 69 locations, 109 resources (12 vehicles) from 125 rows (0 invalid)" in out
     assert "1 user batches + 1 location batches" in out
     assert not state.exists()
-    assert {r["status"] for r in read_xlsx(tmp_path / "customers.results.xlsx")} == {"valid"}
+    assert {r["status"] for r in read_xlsx(tmp_path / "customers.validation.xlsx")} == {"valid"}
 
 
 def test_never_more_requests_in_flight_than_concurrency(capsys, tmp_path, monkeypatch):

@@ -12,24 +12,29 @@ import math
 import random
 import secrets
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from onboard import contract
+from onboard import areas, contract
 from onboard.emulator.faults import ConnectionDropped, EmulatorSettings, Faults
-from onboard.emulator.store import Location, Resource, Store
+from onboard.emulator.store import Enrollment, Location, Resource, Store
 from onboard.records import has_valid_check_digit
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 BATCH_OPERATIONS = frozenset({"PostUsers", "PostLocations"})
+MAX_NESTING = 32  # the spec's deepest request body nests 4 levels
+
+log = logging.getLogger("onboard.emulator")
 
 
 class Refused(Exception):
@@ -99,6 +104,32 @@ def _location(loc: Location) -> dict:
     return answer
 
 
+def _enrollment(user_id: str, enrollment: Enrollment | None) -> dict:
+    if enrollment is None:
+        return {"userId": user_id, "isEnrolled": False, "enrollmentId": None, "enrollmentDate": None}
+    return {"userId": user_id, "isEnrolled": True, "enrollmentId": enrollment.enrollment_id,
+            "enrollmentDate": enrollment.enrolled_at}
+
+
+def _page(query: dict[str, list[str]]) -> tuple[int, int]:
+    """The page asked for and its size, clamped as the service documents ("Maximum pageSize is 1000")."""
+    page = max(1, _int_query(query, "page", 1))
+    size = _int_query(query, "pageSize", DEFAULT_PAGE_SIZE)
+    return page, DEFAULT_PAGE_SIZE if size < 1 else min(size, MAX_PAGE_SIZE)
+
+
+def _pagination(page: int, size: int, total: int) -> dict:
+    pages = math.ceil(total / size)
+    return {
+        "totalRecords": total,
+        "pageSize": size,
+        "currentPage": page,
+        "totalPages": pages,
+        "nextPage": page + 1 if page < pages else None,
+        "previousPage": page - 1 if page > 1 else None,
+    }
+
+
 def _resource(res: Resource) -> dict:
     return {
         "resourceId": res.resource_id,
@@ -107,6 +138,46 @@ def _resource(res: Resource) -> dict:
         "locationId": res.location_id,
         "meterPointId": res.meter_point_id,
     }
+
+
+# what no request may carry, whatever its operation
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, counted as it streams in and refused once past `limit`, so that a client posting
+    gigabytes costs the emulator `limit` bytes of memory, never the whole body."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise Refused(413, f"the request body is larger than {limit} bytes")
+    return bytes(body)
+
+
+def _check_text(value: str, where: str) -> None:
+    """Refuse a string that is not Unicode text: a lone surrogate, as JSON's `\\ud800` escape or the
+    bytes UTF-8 forbids decode to. No store, log or UTF-8 answer can hold one."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Refused(400, f"{where} is not valid text: it holds a lone surrogate or bytes that are not UTF-8",
+                      where) from None
+
+
+def _check_json(value: Any, where: str = "", depth: int = 0) -> None:
+    """Refuse what parsed JSON can hold that the API cannot: text that is not Unicode, and nesting
+    no request schema has (the schema validator recurses as deep as the body does)."""
+    if depth > MAX_NESTING:
+        raise Refused(400, f"the request body nests deeper than {MAX_NESTING} levels")
+    if isinstance(value, str):
+        _check_text(value, where or "body")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json(item, f"{where}[{i}]", depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, f"a field name in {where or 'body'}")
+            _check_json(item, f"{where}.{key}" if where else key, depth + 1)
 
 
 # rules the schemas leave to the service
@@ -186,22 +257,9 @@ class Handlers:
         return 201, {"users": [_user(u) for u in users]}
 
     def GetUsers(self, call: Call):
-        page = max(1, _int_query(call.query, "page", 1))
-        size = _int_query(call.query, "pageSize", DEFAULT_PAGE_SIZE)
-        size = DEFAULT_PAGE_SIZE if size < 1 else min(size, MAX_PAGE_SIZE)
+        page, size = _page(call.query)
         users, total = self.store.users((page - 1) * size, size)
-        pages = math.ceil(total / size)
-        return 200, {
-            "pagination": {
-                "totalRecords": total,
-                "pageSize": size,
-                "currentPage": page,
-                "totalPages": pages,
-                "nextPage": page + 1 if page < pages else None,
-                "previousPage": page - 1 if page > 1 else None,
-            },
-            "users": [_user(u) for u in users],
-        }
+        return 200, {"pagination": _pagination(page, size, total), "users": [_user(u) for u in users]}
 
     def GetUserById(self, call: Call):
         self._require_user(call.params["userId"])
@@ -323,9 +381,60 @@ class Handlers:
             raise Refused(404)
         return 204, None
 
-    # meters
+    # the SPARK program: eligibility and enrollment
+
+    def _is_eligible(self, user_id: str) -> bool:
+        """The guide's sandbox rule: a user is eligible while one of its locations lies in a test area."""
+        return any(loc.latitude is not None and areas.which_area(loc.latitude, loc.longitude) is not None
+                   for loc in self.store.locations_of(user_id))
+
+    def _eligible_users(self) -> list[str]:
+        boxes = [each.polygon.bounds for each in areas.all_areas().values()]
+        positions = self.store.positions_within(boxes)
+        found = areas.which_areas([p[1] for p in positions], [p[2] for p in positions])
+        return list(dict.fromkeys(p[0] for p, area in zip(positions, found, strict=True) if area is not None))
+
+    def GetUserEligibilityByUserId(self, call: Call):
+        user_id = call.params["userId"]
+        self._require_user(user_id)
+        return 200, {"userId": user_id, "isEligible": self._is_eligible(user_id)}
+
+    def GetEligibleUsers(self, call: Call):
+        page, size = _page(call.query)
+        eligible = self._eligible_users()
+        users = eligible[(page - 1) * size:page * size]
+        return 200, {"pagination": _pagination(page, size, len(eligible)), "users": [_user(u) for u in users]}
+
+    def GetUserEnrollmentByUserId(self, call: Call):
+        user_id = call.params["userId"]
+        self._require_user(user_id)
+        return 200, _enrollment(user_id, self.store.enrollment(user_id))
+
+    def PostUserEnrollment(self, call: Call):
+        """Enrolls an eligible user once: a second enrollment is refused naming it, so that a client
+        can tell "enrolled now" (200) from "enrolled already" (400, or GET first)."""
+        user_id = call.params["userId"]
+        self._require_user(user_id)
+        if self.store.enrollment(user_id) is not None:
+            raise Refused(400, f"User '{user_id}' is already enrolled", "userId")
+        if not self._is_eligible(user_id):
+            raise Refused(400, f"User '{user_id}' is not eligible for the SPARK program: none of its locations"
+                               " lies in a test area", "userId")
+        enrollment = Enrollment(user_id, str(uuid.uuid4()), datetime.now(UTC).isoformat(timespec="seconds"))
+        if not self.store.enroll(enrollment):
+            raise Refused(400, f"User '{user_id}' is already enrolled", "userId")
+        return 200, _enrollment(user_id, enrollment)
+
+    def DeleteUserEnrollment(self, call: Call):
+        user_id = call.params["userId"]
+        self._require_user(user_id)
+        if not self.store.unenroll(user_id):
+            raise Refused(400, f"User '{user_id}' is not enrolled", "userId")
+        return 204, None
 
     def GetMpidEligibility(self, call: Call):
+        """By the meter point id alone (18 digits, valid GS1 check digit): the spec ties it to no
+        user or location, and the guide's test areas make users eligible, not meter points."""
         mpid = call.params["mpid"]
         return 200, {"meterPointId": mpid, "isEligible": len(mpid) == 18 and has_valid_check_digit(mpid)}
 
@@ -387,7 +496,13 @@ class Emulator:
         self.faults = Faults(self._serve, knobs, clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.faults(scope, receive, send)
+        try:
+            await self.faults(scope, receive, send)
+        except ClientDisconnect:  # nobody is left to answer: not a crash, so one line, not a traceback
+            host, port = scope.get("client") or ("unknown client", 0)
+            path = (scope.get("raw_path") or scope["path"].encode()).decode("ascii", "backslashreplace")
+            log.warning("onboard emulator: client %s:%s hung up before %s %s was answered",
+                        host, port, scope["method"], path)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":  # nothing to start or stop, but servers may ask
@@ -397,7 +512,10 @@ class Emulator:
             return
         request = Request(scope, receive)
         path = request.url.path
-        if path == "/connect/token" and request.method == "POST":
+        declared = request.headers.get("content-length", "")
+        if declared.isdecimal() and int(declared) > self.knobs.max_body_bytes:
+            response = Response(status_code=413)
+        elif path == "/connect/token" and request.method == "POST":
             response = await self._token(request)
         elif path == f"{self.prefix}/swagger.json" and request.method == "GET":
             response = JSONResponse(contract.document())
@@ -408,7 +526,11 @@ class Emulator:
         await response(scope, receive, send)
 
     async def _token(self, request: Request) -> Response:
-        form = {k: v[-1] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+        try:
+            body = await _read_body(request, self.knobs.max_body_bytes)
+        except Refused as refused:
+            return Response(status_code=refused.status)
+        form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         if form.get("grant_type") != "client_credentials":
             return JSONResponse({"error": "unsupported_grant_type"}, 400)
         try:
@@ -419,8 +541,12 @@ class Emulator:
                              "token_type": "Bearer"})
 
     def route(self, raw_path: bytes, method: str) -> tuple[contract.Operation | None, dict[str, str], list[str]]:
-        """The operation for a raw path with its decoded parameters, else the methods the path has."""
-        segments = [unquote(s) for s in raw_path.decode("latin-1")[len(self.prefix):].strip("/").split("/")]
+        """The operation for a raw path with its decoded parameters, else the methods the path has.
+
+        Bytes that are not UTF-8 decode to lone surrogates, not to U+FFFD: a lenient decode would
+        turn a bad ID into another, existing one; this way `_answer` can refuse it."""
+        segments = [unquote(s, errors="surrogateescape")
+                    for s in raw_path.decode("latin-1")[len(self.prefix):].strip("/").split("/")]
         allowed: list[str] = []
         rank = None
         for op in self.routes:
@@ -451,7 +577,13 @@ class Emulator:
             self.tokens.revoke(token)
             return Response(status_code=401, headers={"www-authenticate": 'Bearer error="invalid_token"'})
         try:
-            query = parse_qs(request.url.query, keep_blank_values=True)
+            for name, value in params.items():
+                _check_text(value, name)
+            query = parse_qs(request.url.query, keep_blank_values=True, errors="surrogateescape")
+            for name, values in query.items():
+                _check_text(name, "a query parameter name")
+                for value in values:
+                    _check_text(value, "query parameter " + name)
             unknown = sorted(set(query) - set(op.query))
             if unknown and op.media_types(400):
                 raise Refused(400, f"unknown query parameter {unknown[0]!r}")
@@ -466,10 +598,14 @@ class Emulator:
     async def _body(self, op: contract.Operation, request: Request) -> Any:
         if op.request_schema is None:
             return None
+        raw = await _read_body(request, self.knobs.max_body_bytes)
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
+        except RecursionError:  # json's parser gives up a thousand levels deep
+            raise Refused(400, f"the request body nests deeper than {MAX_NESTING} levels") from None
         except ValueError:
             raise Refused(400, "the request body is not valid JSON") from None
+        _check_json(body)
         problems = contract.request_problems(op.request_schema, body)
         if problems:
             raise Refused(400, "; ".join(dict.fromkeys(problems)), problems[0].split(":", 1)[0])

@@ -41,6 +41,8 @@ class EmulatorSettings(BaseSettings):
     rate: float | None = Field(None, gt=0, description="API requests per second before 429 with Retry-After")
     max_inflight: int | None = Field(None, ge=1, description="concurrent API requests before 429 with Retry-After")
     max_batch: int | None = Field(None, ge=1, description="largest batch accepted; larger ones get 413")
+    max_body_bytes: int = Field(4 * 2**20, ge=1, description="largest request body accepted, in bytes, on every "
+                                "endpoint (the token endpoint too); larger ones get 413")
     token_ttl: float = Field(3600.0, gt=0, description="seconds a token lives")
     seed: int | None = Field(None, description="seed for reproducible faults")
     client_id: str | None = Field(None, description="the only client id accepted (default: any non-empty pair)")

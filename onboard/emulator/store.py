@@ -1,4 +1,4 @@
-"""The emulator's state: users, locations and resources in one SQLite file.
+"""The emulator's state: users, locations, resources and enrollments in one SQLite file.
 
 A file, not memory, so that `onboard run --env local` can be run, fixed and re-run against the
 same registered state, exactly as a partner does against the real tenant.
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onboard.errors import ConfigError
+from onboard.files import connect_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -35,6 +36,12 @@ CREATE TABLE IF NOT EXISTS resources (
 );
 CREATE INDEX IF NOT EXISTS resources_by_user ON resources(user_id);
 CREATE INDEX IF NOT EXISTS resources_by_location ON resources(location_id);
+CREATE TABLE IF NOT EXISTS enrollments (
+    user_id TEXT PRIMARY KEY REFERENCES users(user_id) ON DELETE CASCADE,
+    enrollment_id TEXT NOT NULL,
+    enrolled_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS locations_by_position ON locations(latitude, longitude);
 """
 
 
@@ -57,13 +64,23 @@ class Resource:
     meter_point_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Enrollment:
+    user_id: str
+    enrollment_id: str
+    enrolled_at: str  # ISO 8601 with its UTC offset, as the API answers it
+
+
 class Store:
     def __init__(self, path: Path | str = ":memory:") -> None:
         self.path = str(path)
+        options = {"isolation_level": None, "check_same_thread": False, "timeout": 30}
         try:
-            if self.path != ":memory:":
+            if self.path == ":memory:":
+                self._db = sqlite3.connect(self.path, **options)
+            else:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+                self._db = connect_sqlite(Path(self.path), **options)
             self._db.execute("PRAGMA foreign_keys = ON")
             if self.path != ":memory:":
                 self._db.execute("PRAGMA journal_mode = WAL")
@@ -135,6 +152,20 @@ class Store:
     def delete_location(self, location_id: str) -> bool:
         return self._db.execute("DELETE FROM locations WHERE location_id = ?", (location_id,)).rowcount > 0
 
+    def positions_within(self, boxes: list[tuple[float, float, float, float]]) -> list[tuple[str, float, float]]:
+        """(user_id, latitude, longitude) of every location inside one of the (west, south, east,
+        north) boxes, users in the order they were registered: a cheap first cut, by index, before
+        an exact test against a polygon."""
+        if not boxes:
+            return []
+        where = " OR ".join(["(longitude BETWEEN ? AND ? AND latitude BETWEEN ? AND ?)"] * len(boxes))
+        rows = self._db.execute(
+            "SELECT l.user_id, l.latitude, l.longitude FROM locations AS l JOIN users AS u USING (user_id)"
+            f" WHERE {where} ORDER BY u.rowid, l.rowid",
+            [bound for west, south, east, north in boxes for bound in (west, east, south, north)],
+        )
+        return rows.fetchall()
+
     # resources
 
     def resource(self, resource_id: str) -> Resource | None:
@@ -171,6 +202,24 @@ class Store:
 
     def delete_resource(self, resource_id: str) -> bool:
         return self._db.execute("DELETE FROM resources WHERE resource_id = ?", (resource_id,)).rowcount > 0
+
+    # enrollments in the SPARK program
+
+    def enrollment(self, user_id: str) -> Enrollment | None:
+        row = self._db.execute("SELECT user_id, enrollment_id, enrolled_at FROM enrollments WHERE user_id = ?",
+                               (user_id,)).fetchone()
+        return Enrollment(*row) if row else None
+
+    def enroll(self, enrollment: Enrollment) -> bool:
+        """False when the user was enrolled already (that enrollment stays as it was)."""
+        return self._db.execute(
+            "INSERT INTO enrollments(user_id, enrollment_id, enrolled_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (user_id) DO NOTHING",
+            (enrollment.user_id, enrollment.enrollment_id, enrollment.enrolled_at),
+        ).rowcount > 0
+
+    def unenroll(self, user_id: str) -> bool:
+        return self._db.execute("DELETE FROM enrollments WHERE user_id = ?", (user_id,)).rowcount > 0
 
     def counts(self) -> dict[str, int]:
         return {

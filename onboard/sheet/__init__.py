@@ -7,28 +7,28 @@ point id stored as a number has already lost digits and must never be taken at f
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from onboard.errors import InputError
+from onboard.mapping import Mapping
 from onboard.sheet._base import WORKBOOKS, Reader, cell_text
 from onboard.sheet._calamine import XlsxReader
 from onboard.sheet._csv import CsvReader, CsvStyle
 from onboard.sheet.columns import (
     FIELDS,
-    NAMES,
     OUTPUT_COLUMNS,
     OWN_COLUMNS,
     Column,
     check_columns,
+    column_uses,
     known_field,
     match_columns,
     normalise,
 )
 
-__all__ = ["FIELDS", "NAMES", "OUTPUT_COLUMNS", "OWN_COLUMNS", "WORKBOOKS", "Column", "CsvReader", "CsvStyle",
-           "Reader", "Sheet", "SheetRow", "XlsxReader", "cell_text", "check_columns", "known_field",
+__all__ = ["FIELDS", "OUTPUT_COLUMNS", "OWN_COLUMNS", "WORKBOOKS", "Column", "CsvReader", "CsvStyle",
+           "Reader", "Sheet", "SheetRow", "XlsxReader", "cell_text", "check_columns", "column_uses", "known_field",
            "match_columns", "normalise", "open_reader", "read"]
 
 HEADER_SEARCH_ROWS = 30
@@ -73,15 +73,36 @@ def open_reader(path: Path, sheet: str | None = None) -> Reader:
                      "(save the sheet as one of them)")
 
 
-def _find_header(rows: list[tuple[int, list[str]]], mapping: Mapping[str, str] | None) -> int:
-    """Index of the header: the first row naming two or more known columns (title rows may sit above)."""
-    for i, (_, cells) in enumerate(rows[:HEADER_SEARCH_ROWS]):
-        if sum(c.field is not None for c in match_columns(cells, mapping)) >= 2:
-            return i
-    return 0
+def _known(cells: list[str], mapping: Mapping | None) -> int:
+    return sum(c.field is not None or c.ignored for c in match_columns(cells, mapping))
 
 
-def read(path: Path, sheet: str | None = None, mapping: Mapping[str, str] | None = None) -> Sheet:
+def _find_header(rows: list[tuple[int, list[str]]], mapping: Mapping | None) -> int | None:
+    """Index of the header: the first row naming two or more known or mapped columns (title rows may
+    sit above), else the first naming one; None when no row names any."""
+    counts = [_known(cells, mapping) for _, cells in rows[:HEADER_SEARCH_ROWS]]
+    at = next((i for i, n in enumerate(counts) if n >= 2), None)
+    return at if at is not None else next((i for i, n in enumerate(counts) if n >= 1), None)
+
+
+def _other_sheet(path: Path, reader: Reader, mapping: Mapping | None) -> str | None:
+    """Another sheet of the workbook whose first rows name known columns, when this one's do not."""
+    if not isinstance(reader, XlsxReader):
+        return None
+    for name in reader.workbook.sheet_names:
+        if name == reader.sheet_name:
+            continue
+        try:
+            other = XlsxReader(path, name)
+            head = [record[1] for _, record in zip(range(HEADER_SEARCH_ROWS), other.records(), strict=False)]
+        except InputError:
+            continue
+        if any(_known([cell_text(v).strip() for v in values], mapping) >= 2 for values in head):
+            return name
+    return None
+
+
+def read(path: Path, sheet: str | None = None, mapping: Mapping | None = None) -> Sheet:
     reader = open_reader(path, sheet)
     records = reader.records()
     head: list[tuple[int, list[object]]] = []
@@ -93,6 +114,12 @@ def read(path: Path, sheet: str | None = None, mapping: Mapping[str, str] | None
     if not texts:
         raise InputError(f"{path.name} is empty: there is no header row and no data")
     at = _find_header(texts, mapping)
+    if at is None:
+        other = _other_sheet(path, reader, mapping)
+        if other is not None:
+            raise InputError(f"{path.name}: sheet {reader.sheet_name!r} names none of the known columns in its "
+                             f"first {HEADER_SEARCH_ROWS} rows, but sheet {other!r} does: add --sheet {other!r}")
+        at = 0
     header_number, headers = texts[at]
     raw = [(n, values) for n, values in _chain(head, records) if n > header_number and _filled(values)]
     width = max([len(headers), *(_width(values) for _, values in raw)])

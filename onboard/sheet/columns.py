@@ -1,62 +1,26 @@
-"""Which field each of the partner's columns holds: known names, aliases, the user's mapping."""
+"""Which field each of the partner's columns holds, and which columns nobody meant to use.
+
+A column is used for a field only when that is clear: the user's mapping says so, its header is a
+known name for the field (`onboard.mapping.vocabulary`), or, for Spark IDs, it is the tool's own
+output column or a `Spark ...` header. Any other column is carried through untouched; one that
+looks like a misspelt field stops the run until the user maps or ignores it, because a dropped
+column of coordinates would otherwise go unnoticed.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from onboard.errors import InputError
+from rapidfuzz.distance import OSA
 
-# The sheet's own columns, with the names partners use for them. Matching ignores case, spaces,
-# punctuation and a plural "s"; anything else is mapped with --map or --mapping.
-FIELDS: dict[str, tuple[str, ...]] = {
-    "customer_id": ("customer", "customer number", "customer no", "customer nr", "customer key",
-                    "customer ref", "customer reference", "client id", "account number", "account id"),
-    "user_id": ("spark user id",),
-    "location_ref": ("location", "location reference", "location key", "site", "site id", "site ref",
-                     "installation", "installation id"),
-    "location_id": ("spark location id",),
-    "location_type": ("site type", "building type"),
-    "meter_point_ids": ("meter point id", "metering point id", "metering point", "meter point", "mpid",
-                        "gsrn", "ean", "meter id"),
-    "latitude": ("lat",),
-    "longitude": ("lng", "lon", "long"),
-    "resource_ref": ("resource", "device", "device id", "device ref", "serial", "serial number",
-                     "serial no", "vin", "asset id"),
-    "resource_id": ("spark resource id",),
-    "resource_type": ("device type", "type", "asset type"),
-    "resource_meter_point_id": ("device meter point id", "resource mpid", "device mpid"),
-}
+from onboard.errors import InputError
+from onboard.mapping import FIELD_NAMES, ID_FIELDS, Mapping, normalise, spark_id_field, vocabulary
+
+FIELDS = FIELD_NAMES
 
 # Columns the tool writes; recognised by their exact name when an output comes back as input.
 OUTPUT_COLUMNS = ("row", "status", "user_id", "location_id", "resource_id", "error", "warnings")
 OWN_COLUMNS = frozenset({"row", "status", "error", "warnings"})
-
-
-
-def normalise(header: str) -> str:
-    return re.sub(r"[\W_]+", "", header.casefold())
-
-
-def _lookup() -> dict[str, str]:
-    table: dict[str, str] = {}
-    for name, aliases in FIELDS.items():
-        for alias in (name, *aliases):
-            key = normalise(alias)
-            table.setdefault(key, name)
-            table.setdefault(key + "s", name)
-    return table
-
-
-NAMES = _lookup()
-
-
-def known_field(header: str) -> str | None:
-    key = normalise(header)
-    if not key:
-        return None
-    return NAMES.get(key) or (NAMES.get(key[:-1]) if key.endswith("s") else None)
 
 
 @dataclass(frozen=True)
@@ -65,51 +29,119 @@ class Column:
     header: str
     field: str | None = None
     own: str | None = None
+    ignored: bool = False
+    """The user's mapping says to leave this column alone."""
+    by: str = ""
+    """How the field was found: `mapping`, `name` (a known header) or `spark id`."""
 
     @property
     def name(self) -> str:
         """How messages name the column: the user's own header."""
         return self.header or f"column {self.index + 1}"
 
+    @property
+    def use(self) -> str:
+        """What the tool does with the column, as the column-mapping print-out says it."""
+        if self.field:
+            return self.field + (" (mapping)" if self.by == "mapping" else "")
+        if self.own:
+            return f"the tool's own {self.own} column (replaced)"
+        if self.ignored:
+            return "ignored (mapping)"
+        return "carried"
 
-def match_columns(headers: list[str], mapping: Mapping[str, str] | None = None) -> list[Column]:
-    """Which field each header holds: the user's --map first, then the known names."""
-    mapping = {normalise(k): v for k, v in (mapping or {}).items()}
+
+def known_field(header: str) -> str | None:
+    return spark_id_field(header) or vocabulary().column(header)
+
+
+def match_columns(headers: list[str], mapping: Mapping | None = None) -> list[Column]:
+    """Which field each header holds: the user's mapping first, then the known names."""
     columns = []
     for index, header in enumerate(headers):
         header = header.strip()
-        own = header if header in OUTPUT_COLUMNS else None
-        field_name = mapping.get(normalise(header)) if header else None
-        if field_name is None and own not in OWN_COLUMNS:
-            field_name = known_field(header)
-        columns.append(Column(index, header, field_name, own if own in OWN_COLUMNS else None))
+        named, mapped = mapping.column(header) if mapping and header else (False, None)
+        if named:
+            columns.append(Column(index, header, mapped, ignored=mapped is None, by="mapping"))
+        elif header in OWN_COLUMNS:
+            columns.append(Column(index, header, own=header))
+        elif spark := spark_id_field(header):
+            columns.append(Column(index, header, spark, by="spark id"))
+        else:
+            name = vocabulary().column(header)
+            columns.append(Column(index, header, name, by="name" if name else ""))
     return columns
 
 
-def check_columns(sheet) -> None:
-    """The sheet's columns make sense: one column per field, a customer key, hints for near misses."""
-    from rapidfuzz import fuzz, process
+def near_miss(header: str, taken: set[str]) -> str | None:
+    """The field a header most likely misspells (`Lattitude`), when that field has no column yet.
 
-    holder: dict[str, Column] = {}
+    A misspelling is one or two edits (a transposition counts as one) in a name of five or more
+    letters; `Customer name` is not a misspelt `customer number`."""
+    key = normalise(header)
+    if len(key) < 5:
+        return None
+    allowed = 1 if len(key) < 9 else 2
+    best: tuple[int, str] | None = None
+    for name, field_name in vocabulary().columns.items():
+        if field_name in taken or len(name) < 5:
+            continue
+        distance = OSA.distance(key, name, score_cutoff=allowed)
+        if distance <= allowed and (best is None or distance < best[0]):
+            best = (distance, field_name)
+    return best[1] if best else None
+
+
+def looks_like_id(header: str) -> str | None:
+    """A CRM column named like a Spark ID (`User ID`) that is not used as one."""
+    key = normalise(header)
+    return next((name for name in ID_FIELDS if key == normalise(name)), None)
+
+
+def check_columns(sheet) -> None:
+    """One column per field, a customer key, and no column that looks like a field left unused."""
+    holder: dict[str, object] = {}
     for column in sheet.columns:
         if column.field is None:
             continue
         if column.field in holder:
-            raise InputError(f"columns {holder[column.field].name!r} and {column.name!r} both hold "
-                             f"{column.field}: remove one, or map the other to another field with --map")
+            other = holder[column.field]
+            raise InputError(
+                f"columns {other.name!r} and {column.name!r} both hold {column.field}: keep the one you mean and "
+                f'ignore the other (--map "{column.header}=" or --map "{other.header}="), or map it to another '
+                f'field (--map "{column.header}=FIELD")'
+            )
         holder[column.field] = column
+    misses = []
     for column in sheet.columns:
-        if column.field or column.own or not normalise(column.header):
+        if column.field or column.own or column.ignored or not normalise(column.header):
             continue
-        guess = process.extractOne(normalise(column.header), NAMES.keys(), scorer=fuzz.ratio, score_cutoff=80)
-        if guess and NAMES[guess[0]] not in holder:
-            field_name = NAMES[guess[0]]
-            sheet.notes.append(f"column {column.name!r} is carried through unused: did you mean {field_name}? "
-                               f'(--map "{column.header}={field_name}")')
+        guess = near_miss(column.header, set(holder))
+        if guess:
+            misses.append(f"column {column.name!r} looks like {guess} but is not used: map it with "
+                          f'--map "{column.header}={guess}", or ignore it with --map "{column.header}="')
     if "customer_id" not in holder and "user_id" not in holder:
         found = ", ".join(repr(c.header) for c in sheet.columns if c.header) or "(none)"
         raise InputError(
             f"{sheet.path.name} has no customer_id column (nor user_id). Headers found in row "
-            f"{sheet.header_row}: {found}. Expected columns: {', '.join(FIELDS)}. "
+            f"{sheet.header_row}: {found}. Expected columns: {', '.join(c for c in FIELDS if c not in ID_FIELDS)}. "
             'Map yours with --map "Your Header=customer_id".'
+            + ("\n" + "\n".join(misses) if misses else "")
         )
+    if misses:
+        raise InputError("\n".join(misses))
+
+
+def column_uses(columns: list[Column]) -> list[tuple[str, str]]:
+    """(header, what the tool does with it) for every column, for the print-out and the Summary sheet."""
+    uses = []
+    for column in columns:
+        if not column.header and not column.field:
+            continue
+        use = column.use
+        if use == "carried" and looks_like_id(column.header):
+            spark = looks_like_id(column.header)
+            use = (f"carried (not taken as the Spark {spark}: name it 'spark {spark.replace('_', ' ')}' or "
+                   f'--map "{column.header}={spark}" if it is one)')
+        uses.append((column.name, use))
+    return uses
