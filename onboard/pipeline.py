@@ -446,8 +446,7 @@ class Run:
             self.batch.shrink(len(items))
             await self._send(stage, items)
         elif answer.malformed:  # it may have happened: no retry here; the next run looks it up
-            self.ledger.settle_all(stage.kind, [item.id for item in items], Outcome("failed", answer.message,
-                                                                                      final=False))
+            self.ledger.settle_all(stage.kind, [item.id for item in items], Outcome("failed", answer.message))
             self._tick(stage.kind, len(items))
         elif answer.ambiguous:
             await self._send(stage, items, ambiguous=True)

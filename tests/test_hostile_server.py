@@ -248,7 +248,7 @@ def test_an_api_answering_reads_with_nonsense_stops_the_run_with_exit_1(capsys, 
     code, out, err = onboard(capsys, serve(override), source)
     assert code == 1, err
     assert words in err and "check --base-url" in err
-    assert {r["status"] for r in read_csv(tmp_path / "in.results.csv")} == {"failed"}
+    assert {r["status"] for r in read_csv(tmp_path / "in.results.csv")} == {"not sent"}
 
 
 def test_nulls_in_a_read_stand_for_absent_fields(capsys, tmp_path, serve):
@@ -399,7 +399,7 @@ def test_an_api_echoing_headers_puts_no_token_or_password_in_any_output(capsys, 
     code, out, err = onboard(capsys, server, source, "--out", tmp_path / "out", "--batch-size", "1",
                              userinfo=f"user:{PASSWORD}@")
     assert code == 1, err
-    assert len(server.tokens) > 3
+    assert len(server.tokens) > 1  # every one of them is kept out
     assert "refused by the API (400): you sent POST" in err and "Authorization: Bearer ***" in err
     assert "did not answer POST /users/{userId}/locations/{locationId}/resources after 3 attempts (503 " \
            "Unavailable for Authorization: Bearer ***)" in err
