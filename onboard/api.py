@@ -9,25 +9,30 @@ jitter (tenacity), and a concurrency limit that halves on 429 and grows back slo
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import json
 import math
+import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import httpx
-from pydantic import SecretStr
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
 from onboard import __version__, contract
-from onboard.errors import ApiUnavailable, AuthError
+from onboard.errors import ApiMalformed, ApiUnavailable, AuthError, printable
 from onboard.plan import Location, Resource, User
-from onboard.settings import Target, Tuning
+from onboard.settings import Target, Tuning, masked
+
+T = TypeVar("T")
 
 # request bodies: the only place a planned entity takes the API's shape
 
@@ -62,13 +67,17 @@ def resource_body(resource: Resource) -> dict[str, Any]:
 class Answer:
     status: int
     body: Any
+    """A success's JSON, of the shape the contract documents; None for any other answer."""
     message: str
     ambiguous: bool = False
     """An earlier attempt of this write got no answer: it may have happened."""
+    malformed: bool = False
+    """A write answered with a success status but a body its contract does not document: whether
+    it happened is unknown, so it is not counted as done."""
 
     @property
     def ok(self) -> bool:
-        return 200 <= self.status < 300
+        return 200 <= self.status < 300 and not self.malformed
 
     def says_exists(self, entity_id: str) -> bool:
         """The API's way of saying an ID is taken: 409, or a 400 that names the ID."""
@@ -77,20 +86,128 @@ class Answer:
         return self.status == 400 and entity_id in self.message and "exist" in self.message.lower()
 
 
-def _message(response: httpx.Response) -> str:
+class Redactor:
+    """What a run must never show or store: the client secret, every token issued to it, and the
+    passwords in its URLs. Words from a server pass through `words` where they enter our messages,
+    so a server that echoes a request puts none of these in the terminal, the outputs or the
+    journal, and no escape sequence either."""
+
+    SHORTEST = 4
+    """Shorter values are not searched for as such (that would blank ordinary words); `SHAPES`
+    still catches them where they sit in a header, a form or a URL."""
+
+    SHAPES = (
+        (re.compile(r"(?i)\b(bearer\s+)[^\s\"',;]+"), r"\1***"),
+        (re.compile(r"(?i)(client_secret[\"']?\s*[:=]\s*[\"']?)[^\s\"'&,;}]+"), r"\1***"),
+        (re.compile(r"(://[^\s/@:]*:)[^\s/@]*@"), r"\1***@"),
+    )
+
+    def __init__(self, *secrets: str) -> None:
+        self._known: set[str] = set()
+        self._pattern: re.Pattern | None = None
+        for secret in secrets:
+            self.learn(secret)
+
+    @classmethod
+    def for_target(cls, target: Target) -> Redactor:
+        redactor = cls(*target.secrets)
+        for url in (target.base_url, target.token_url):
+            parts = urlsplit(url)
+            if parts.password:  # as httpx sends it: Basic credentials
+                pair = f"{unquote(parts.username or '')}:{unquote(parts.password)}"
+                redactor.learn(base64.b64encode(pair.encode()).decode())
+        return redactor
+
+    def learn(self, secret: str) -> None:
+        """Redact `secret` from now on, as written and as a form, a URL or JSON would carry it."""
+        forms = {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
+        self._known |= {f for f in forms if len(f) >= self.SHORTEST}
+        longest_first = sorted(self._known, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, longest_first))) if longest_first else None
+
+    def redact(self, text: str) -> str:
+        """Known values first: a shape ends at the first `&` or quote, which a secret may hold."""
+        text = self._pattern.sub("***", text) if self._pattern else text
+        for shape, replacement in self.SHAPES:
+            text = shape.sub(replacement, text)
+        return text
+
+    def words(self, text: str, limit: int = 500) -> str:
+        """Outside text as our messages may carry it: one printable line, redacted, not too long.
+        Escapes go first, so a secret they split is whole again when it is looked for."""
+        return self.redact(printable(text))[:limit]
+
+
+def _is_html(response: httpx.Response) -> bool:
+    return "html" in response.headers.get("content-type", "") or response.content.lstrip()[:1] == b"<"
+
+
+def _shallow(value: Any, depth: int = 64) -> bool:
+    """JSON nested no deeper than `depth`: what reads it next (our messages, the schema check)
+    recurses, and a hostile body could exhaust that."""
+    level = [value]
+    for _ in range(depth):
+        level = [v for x in level for v in (x.values() if isinstance(x, dict) else x if isinstance(x, list) else ())]
+        if not level:
+            return True
+    return False
+
+
+def _body(response: httpx.Response) -> tuple[Any, str]:
+    """The JSON body (None when empty), or else what the body is instead of JSON."""
     if not response.content:
-        return f"{response.status_code} {response.reason_phrase}"
+        return None, ""
     try:
         body = response.json()
+    except RecursionError:
+        return None, "JSON nested too deep"
     except ValueError:
-        return response.text[:500]
+        return None, "an HTML page" if _is_html(response) else "text that is not JSON"
+    return (body, "") if _shallow(body) else (None, "JSON nested too deep")
+
+
+def _without_nulls(value: Any) -> Any:
+    """A read's body as the pipeline takes it: a null stands for an absent optional field, as the
+    tolerant schema check let it (required fields cannot be null there)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _texts(value: Any) -> list[str]:
+    """Every text in an error body's `errors`, whatever its shape (a map of lists, a list, ...)."""
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _texts(v)]
+    if isinstance(value, list):
+        return [t for v in value for t in _texts(v)]
+    return [] if value is None else [str(value)]
+
+
+def _server_words(response: httpx.Response) -> str:
+    """What a refusal says, from whichever shape it has: a JSON string, problem details, an OAuth
+    error, anything else as it came."""
+    if not response.content:
+        return f"{response.status_code} {response.reason_phrase}"
+    body, not_json = _body(response)
+    if not_json and _is_html(response):
+        title = re.search(rb"<title[^>]*>([^<]*)", response.content, re.IGNORECASE)
+        return "an HTML page" + (f" titled '{title[1].decode(errors='replace').strip()}'" if title else "")
+    if not_json:
+        return response.text
     if isinstance(body, str):
         return body
     if isinstance(body, dict):
-        errors = body.get("errors") or {}
-        details = "; ".join(m for messages in errors.values() for m in messages)
-        return body.get("detail") or details or body.get("title") or json.dumps(body)[:500]
-    return json.dumps(body)[:500]
+        oauth = " ".join(str(body[k]) for k in ("error", "error_description") if body.get(k))
+        for said in (body.get("detail"), "; ".join(_texts(body.get("errors"))), body.get("title"), oauth):
+            if said:
+                return str(said)
+    return json.dumps(body, ensure_ascii=False)
+
+
+def _message(response: httpx.Response, redactor: Redactor) -> str:
+    return redactor.words(_server_words(response))
 
 
 @dataclass
@@ -116,9 +233,11 @@ class Stats:
 class Transient(Exception):
     """A failure worth another attempt: no connection, a timeout, 5xx, 429."""
 
-    def __init__(self, why: str, retry_after: float | None = None) -> None:
+    def __init__(self, why: str, retry_after: float | None = None, maybe_sent: bool = False) -> None:
         super().__init__(why)
         self.retry_after = retry_after
+        self.maybe_sent = maybe_sent
+        """The request may have reached the server: for a write, an ambiguous outcome."""
 
 
 def retry_after(response: httpx.Response) -> float | None:
@@ -139,6 +258,31 @@ def retry_after(response: httpx.Response) -> float | None:
 # auth
 
 
+class TokenAnswer(BaseModel):
+    """What a token endpoint must answer for the client to go on; the rest it may add is ignored."""
+
+    access_token: str = Field(min_length=1, pattern=r"^[\x21-\x7e]+$")
+    """Visible ASCII only: the token travels in a header."""
+    expires_in: float = Field(3600.0, gt=0, allow_inf_nan=False)
+
+
+def _token(response: httpx.Response, redactor: Redactor) -> TokenAnswer:
+    """The token in a 200 answer; a ValueError saying what is wrong with the answer (never showing
+    the token itself) when it holds none."""
+    body, not_json = _body(response)
+    if not_json or not isinstance(body, dict):
+        raise ValueError(not_json or ("an empty body" if body is None else "JSON that is not an object"))
+    try:
+        return TokenAnswer.model_validate(body)
+    except ValidationError as exc:
+        flaws = []
+        for error in exc.errors():
+            name = ".".join(map(str, error["loc"]))
+            got = "" if name == "access_token" else f" (got {redactor.words(repr(error.get('input')), 80)})"
+            flaws.append(f"{name}: {error['msg']}{got}")
+        raise ValueError("; ".join(flaws)) from None
+
+
 class ClientCredentials(httpx.Auth):
     """OAuth2 client credentials: fetch a token, keep it, renew it before it expires, and on a 401
     (a token revoked early) fetch a new one once and repeat the request."""
@@ -146,18 +290,21 @@ class ClientCredentials(httpx.Auth):
     requires_response_body = True
 
     def __init__(self, token_url: str, client_id: str, client_secret: SecretStr,
-                 clock: Callable[[], float] = time.monotonic, stats: Stats | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, stats: Stats | None = None,
+                 redactor: Redactor | None = None) -> None:
         self.token_url = token_url
         self.client_id = client_id
         self._secret = client_secret
         self._clock = clock
         self._stats = stats or Stats()
+        self.redactor = redactor or Redactor(client_secret.get_secret_value())
+        self.shown_url = masked(token_url)
         self._token: str | None = None
         self._renew_at = 0.0
         self._lock: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
-        return f"ClientCredentials(token_url={self.token_url!r}, client_id={self.client_id!r})"
+        return f"ClientCredentials(token_url={self.shown_url!r}, client_id={self.client_id!r})"
 
     def _fresh(self) -> bool:
         return self._token is not None and self._clock() < self._renew_at
@@ -172,18 +319,21 @@ class ClientCredentials(httpx.Auth):
     def _keep(self, response: httpx.Response) -> None:
         if response.status_code == 429 or response.status_code >= 500:
             raise Transient(f"the token endpoint answered {response.status_code}", retry_after(response))
-        try:
-            answer = response.json()
-        except ValueError:
-            answer = {}
-        if response.status_code != 200 or not isinstance(answer, dict) or "access_token" not in answer:
-            error = answer.get("error") if isinstance(answer, dict) else None
+        if response.status_code != 200:
             raise AuthError(
-                f"the token endpoint {self.token_url} refused the client credentials "
-                f"({error or response.status_code}): check SPARK_CLIENT_ID and SPARK_CLIENT_SECRET"
+                f"the token endpoint {self.shown_url} refused the client credentials "
+                f"({_message(response, self.redactor)}): check SPARK_CLIENT_ID and SPARK_CLIENT_SECRET"
             )
-        lifetime = float(answer.get("expires_in") or 3600)
-        self._token = answer["access_token"]
+        try:
+            answer = _token(response, self.redactor)
+        except ValueError as flaw:
+            raise AuthError(
+                f"the token endpoint {self.shown_url} answered 200 but not with a usable token ({flaw}): "
+                "check --token-url, it must be the OAuth2 client-credentials token endpoint"
+            ) from None
+        self.redactor.learn(answer.access_token)
+        self._token = answer.access_token
+        lifetime = answer.expires_in
         self._renew_at = self._clock() + lifetime - min(60.0, lifetime / 10)
         self._stats.token_fetches += 1
 
@@ -276,6 +426,24 @@ class Throttle:
 # the client
 
 
+class Deadline:
+    """`ONBOARD_RETRY_DEADLINE` for one request, counted from its first attempt's start (not from a
+    wait for a free slot under the throttle): it cuts an attempt short, and it is a tenacity stop
+    condition that ends the retrying before a backoff would outlast it."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.begun: float | None = None
+
+    def left(self) -> float:
+        if self.begun is None:
+            self.begun = time.monotonic()
+        return self.seconds - (time.monotonic() - self.begun)
+
+    def __call__(self, state: RetryCallState) -> bool:
+        return self.left() <= (state.upcoming_sleep or 0.0)
+
+
 class Api:
     def __init__(self, client: httpx.AsyncClient, auth: ClientCredentials, throttle: Throttle,
                  tuning: Tuning, stats: Stats) -> None:
@@ -284,8 +452,9 @@ class Api:
         self.throttle = throttle
         self.tuning = tuning
         self.stats = stats
+        self.redactor = auth.redactor
 
-    def _retrying(self) -> AsyncRetrying:
+    def _retrying(self, deadline: Deadline) -> AsyncRetrying:
         jitter = wait_random_exponential(multiplier=self.tuning.retry_base, max=self.tuning.retry_cap)
 
         def wait(state) -> float:
@@ -298,46 +467,63 @@ class Api:
             self.stats.retries += 1
 
         return AsyncRetrying(
-            stop=stop_after_attempt(self.tuning.retry_attempts) | stop_after_delay(self.tuning.retry_deadline),
+            stop=stop_after_attempt(self.tuning.retry_attempts) | deadline,
             wait=wait,
             retry=retry_if_exception_type(Transient),
             before_sleep=count,
             reraise=True,
         )
 
-    async def sign_in(self) -> None:
+    async def _attempt(self, deadline: Deadline, send: Callable[[], Awaitable[T]]) -> T:
+        """One attempt, its total time (connect, send, headers, body) bounded by `ONBOARD_TIMEOUT`
+        and by what is left of the deadline: httpx's timeouts bound each read, so a server
+        trickling a byte at a time would hold them forever."""
+        left = deadline.left()
+        limit = max(0.0, min(self.tuning.timeout, left))
         try:
-            async for attempt in self._retrying():
+            async with asyncio.timeout(limit):
+                return await send()
+        except TimeoutError:
+            why = (f"no complete answer within {limit:g} s" if limit < left else
+                   f"no complete answer within the {deadline.seconds:g} s retry deadline")
+            raise Transient(why, maybe_sent=True) from None
+        except httpx.RequestError as exc:
+            unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise Transient(self.redactor.words(why), maybe_sent=not unsent) from exc
+
+    async def sign_in(self) -> None:
+        deadline = Deadline(self.tuning.retry_deadline)
+        try:
+            async for attempt in self._retrying(deadline):
                 with attempt:
-                    try:
-                        await self.auth.sign_in(self.client)
-                    except httpx.TransportError as exc:
-                        raise Transient(_describe(exc)) from exc
+                    await self._attempt(deadline, lambda: self.auth.sign_in(self.client))
         except Transient as exc:
-            raise ApiUnavailable(f"the token endpoint {self.auth.token_url} did not answer: {exc}") from None
+            raise ApiUnavailable(f"the token endpoint {self.auth.shown_url} did not answer: {exc}") from None
 
     async def call(self, operation_id: str, *, json: Any = None, params: dict | None = None,
                    **path: str) -> Answer:
         op = contract.operation(operation_id)
         url = op.path(**path)
         writes = op.method != "GET"
+        deadline = Deadline(self.tuning.retry_deadline)
         ambiguous = False
         refused_token = False
         tries = 0
         response: httpx.Response | None = None
         try:
-            async for attempt in self._retrying():
+            async for attempt in self._retrying(deadline):
                 with attempt:
                     tries += 1
                     refused_token = False
                     async with self.throttle as started:
                         self.stats.requests += 1
                         try:
-                            response = await self.client.request(op.method, url, json=json, params=params)
-                        except httpx.TransportError as exc:
-                            ambiguous |= writes and not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout,
-                                                                          httpx.PoolTimeout))
-                            raise Transient(_describe(exc)) from exc
+                            response = await self._attempt(
+                                deadline, lambda: self.client.request(op.method, url, json=json, params=params))
+                        except Transient as exc:
+                            ambiguous |= writes and exc.maybe_sent
+                            raise
                     self.stats.by_status[response.status_code] += 1
                     if response.status_code == 429:
                         self.stats.throttled += 1
@@ -345,7 +531,8 @@ class Api:
                         raise Transient("429 Too Many Requests", retry_after(response))
                     if response.status_code >= 500:
                         ambiguous |= writes
-                        raise Transient(f"{response.status_code} {response.reason_phrase}", retry_after(response))
+                        raise Transient(self.redactor.words(f"{response.status_code} {response.reason_phrase}"),
+                                        retry_after(response))
                     refused_token = response.status_code == 401
                     if refused_token:
                         raise Transient("401 Unauthorized, even with a fresh token")
@@ -362,11 +549,19 @@ class Api:
         if response.status_code == 403:
             raise AuthError(f"the API refused {op.method} {op.template} (403 Forbidden): the client has no "
                             "access to it")
-        body = None
-        if response.content and response.headers.get("content-type", "").split(";")[0].endswith("json"):
-            body = response.json()
-        message = "" if response.is_success else _message(response)
-        return Answer(response.status_code, body, message, ambiguous)
+        if not response.is_success:
+            return Answer(response.status_code, None, _message(response, self.redactor), ambiguous)
+        flaw = self.redactor.words(_flaw(op, response))
+        if flaw and not writes:
+            raise ApiMalformed(
+                f"the API answered {op.method} {op.template} with {flaw}, not what its contract documents: check "
+                "--base-url; what is done is kept: run the same command again to resume"
+            )
+        if flaw:
+            return Answer(response.status_code, None, f"the API answered {response.status_code} with {flaw}, not "
+                          "what its contract documents, so whether this was registered is unknown: the next run "
+                          "looks it up", ambiguous, malformed=True)
+        return Answer(response.status_code, _without_nulls(_body(response)[0]), "", ambiguous)
 
     # what the pipeline asks
 
@@ -401,8 +596,20 @@ class Api:
         return await self.call("GetResourcesForUser", userId=user_id)
 
 
-def _describe(exc: httpx.TransportError) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+def _flaw(op: contract.Operation, response: httpx.Response) -> str:
+    """What is wrong with a success answer's body: empty when it has the documented shape. A write
+    may answer without a body (the client does not read it); a read must answer its documented
+    JSON, since the run decides on it."""
+    body, not_json = _body(response)
+    if not_json:
+        return not_json
+    reads = op.method == "GET"
+    if not response.content:
+        return "an empty body" if reads else ""
+    problems = contract.answer_problems(op.id, response.status_code, body)
+    if problems is None:
+        return f"a {response.status_code} it does not document for this read" if reads else ""
+    return f"JSON of another shape ({problems[0]})" if problems else ""
 
 
 @asynccontextmanager
@@ -415,7 +622,8 @@ async def connect(target: Target, concurrency: int = 16, tuning: Tuning | None =
 
         transport = httpx.ASGITransport(app=create_app(emulator_knobs or EmulatorSettings()))
     stats = stats or Stats()
-    auth = ClientCredentials(target.token_url, target.client_id, target.client_secret, stats=stats)
+    auth = ClientCredentials(target.token_url, target.client_id, target.client_secret, stats=stats,
+                             redactor=Redactor.for_target(target))
     tuning = tuning or Tuning()
     async with httpx.AsyncClient(
         base_url=target.base_url,

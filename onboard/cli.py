@@ -22,7 +22,7 @@ from onboard import mapping as mappings
 from onboard import plan as planning
 from onboard import sheet as sheets
 from onboard.emulator.faults import EmulatorSettings
-from onboard.errors import ConfigError, Interrupted, OnboardError, UsageError
+from onboard.errors import ConfigError, Interrupted, OnboardError, UsageError, printable
 from onboard.journal import Journal, Progress, fingerprint, journal_path
 from onboard.journal import progress as progress_of
 from onboard.pipeline import BatchSize, Ledger, Run, stop_everything
@@ -231,7 +231,7 @@ def _confirm_production(args: argparse.Namespace, where: Target, plan: planning.
         raise UsageError("--env production registers real customers: add --yes to confirm when not "
                          "running interactively")
     answer = input(f"Register {len(plan.users)} users, {len(plan.locations)} locations and "
-                   f"{len(plan.resources)} resources in PRODUCTION ({where.base_url})? Type yes: ")
+                   f"{len(plan.resources)} resources in PRODUCTION ({where.shown_base_url})? Type yes: ")
     if answer.strip().lower() != "yes":
         raise UsageError("not confirmed; nothing was sent")
 
@@ -268,7 +268,9 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     _confirm_production(args, where, plan)
     planned = {"users": len(plan.users), "locations": len(plan.locations), "resources": len(plan.resources)}
-    api_key = where.base_url if not where.local else f"{where.base_url} (state {run_with['knobs'].state.resolve()})"
+    api_key = where.shown_base_url
+    if where.local:
+        api_key += f" (state {run_with['knobs'].state.resolve()})"
     journal = Journal.open(journal_path(outputs.results.parent, sheet.path), sheet.path, api_key, planned)
     stats = run_with["stats"]
     try:
@@ -291,9 +293,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         results = report.row_results(sheet, plan, ledger)
         summary = _summary(
             intake, results, ledger, started=started, finished=_now(),
-            environment="custom" if args.base_url and not where.local else where.env, base_url=where.base_url,
-            resumed=journal.resumed, **stats.as_dict(), batch_size=run_with["batch"].value,
-            seconds=round(time.monotonic() - clock, 2), journal="closed" if stopped is None else str(journal.path),
+            environment="custom" if args.base_url and not where.local else where.env,
+            base_url=where.shown_base_url, resumed=journal.resumed, **stats.as_dict(),
+            batch_size=run_with["batch"].value, seconds=round(time.monotonic() - clock, 2),
+            journal="closed" if stopped is None else str(journal.path),
         )
         code = _finish(outputs, intake, results, summary)
         folded_into = report.original_results(sheet.path, outputs)
@@ -305,7 +308,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         journal.release()
     if stopped is not None:
-        print(f"onboard: {stopped}", file=sys.stderr)
+        print(f"onboard: {printable(str(stopped), keep_lines=True)}", file=sys.stderr)
         return max(code, stopped.exit_code)
     return code
 
@@ -331,7 +334,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         try:
             runs = progress_of(path)
         except OnboardError as exc:
-            print(f"onboard: {exc}", file=sys.stderr)
+            print(f"onboard: {printable(str(exc), keep_lines=True)}", file=sys.stderr)
             code = exc.exit_code
             continue
         if not runs:
@@ -463,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except OnboardError as exc:
-        print(f"onboard: {exc}", file=sys.stderr)
+        print(f"onboard: {printable(str(exc), keep_lines=True)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("onboard: interrupted", file=sys.stderr)

@@ -15,7 +15,8 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
-from openapi_schema_validator import OAS30WriteValidator
+from jsonschema import validators
+from openapi_schema_validator import OAS30ReadValidator, OAS30WriteValidator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
@@ -145,6 +146,60 @@ def request_problems(schema_name: str, body: Any) -> list[str]:
     """Every way `body` breaks the named request schema, as `field: reason` lines."""
     problems = []
     for error in sorted(request_validator(schema_name).iter_errors(body), key=lambda e: list(e.absolute_path)):
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+        problems.append(f"{where or 'body'}: {error.message}")
+    return problems
+
+
+# answers, read tolerantly
+
+
+def _ignored(validator, value, instance, schema):
+    return iter(())
+
+
+def _present(validator, properties, instance, schema):
+    """`properties`, where a null stands for an absent optional field (the vendor's own examples
+    answer `"coordinates": null` though the schema does not say nullable)."""
+    if validator.is_type(instance, "object"):
+        required = set(schema.get("required", ()))
+        instance = {k: v for k, v in instance.items() if v is not None or k in required}
+    yield from OAS30ReadValidator.VALIDATORS["properties"](validator, properties, instance, schema)
+
+
+TolerantReader = validators.extend(OAS30ReadValidator, {
+    "properties": _present, "additionalProperties": _ignored, "enum": _ignored,
+})
+"""The answer schemas' types and required fields, which the client relies on; not the rest, so
+that a field or an enum value the API adds later does not stop a run."""
+
+
+def _pointer(*parts: str) -> str:
+    return "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+@functools.cache
+def answer_validator(operation_id: str, status: int) -> Any | None:
+    """A `TolerantReader` of what the contract documents as the JSON body of `status`; None when
+    it documents none."""
+    op = operation(operation_id)
+    content = document()["paths"][op.template][op.method.lower()]["responses"].get(str(status), {}).get("content", {})
+    for media, body in content.items():
+        if media.endswith("json") and "schema" in body:
+            where = _pointer("paths", op.template, op.method.lower(), "responses", str(status), "content", media,
+                             "schema")
+            return TolerantReader({"$ref": f"{_SPEC_URI}#/{where}"}, registry=_registry())
+    return None
+
+
+def answer_problems(operation_id: str, status: int, body: Any) -> list[str] | None:
+    """How `body` misses the shape the contract documents for this answer (`[]`: it fits); None
+    when the contract documents no body for it."""
+    validator = answer_validator(operation_id, status)
+    if validator is None:
+        return None
+    problems = []
+    for error in sorted(validator.iter_errors(body), key=lambda e: list(e.absolute_path)):
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
         problems.append(f"{where or 'body'}: {error.message}")
     return problems

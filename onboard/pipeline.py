@@ -460,6 +460,9 @@ class Run:
         elif answer.status == 413 and len(items) > 1:
             self.batch.shrink(len(items))
             await self._send(stage, items)
+        elif answer.malformed:  # it may have happened: no retry here; the next run looks it up
+            self.ledger.settle_all(stage.kind, [item.id for item in items], Outcome("failed", answer.message))
+            self._tick(stage.kind, len(items))
         elif answer.ambiguous:
             await self._send(stage, items, ambiguous=True)
         elif len(items) == 1:

@@ -7,7 +7,10 @@ log line or exception can show them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
+import httpx
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -44,8 +47,14 @@ class Tuning(BaseSettings):
 def load(model: type[BaseSettings], what: str, flags: bool = False, **given):
     """Settings from the environment, `.env` and `given`; a wrong value is a message, not a traceback.
     With `flags`, values are named as the command line's flags."""
+    env_file = Path(model.model_config.get("env_file") or ".env").absolute()
     try:
         return model(**given)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read {env_file}: it is not UTF-8 text (byte {exc.object[exc.start]:#04x} "
+                          f"at offset {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {env_file}: {exc.strerror}") from None
     except ValidationError as exc:
         lines = [f"invalid {what}:"]
         for error in exc.errors():
@@ -69,10 +78,36 @@ class Target:
     def local(self) -> bool:
         return self.env == "local"
 
+    @property
+    def shown_base_url(self) -> str:
+        """The base URL as it may be shown and stored (summary, journal): its password masked."""
+        return masked(self.base_url)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What no message may show: the client secret and the passwords of the URLs."""
+        passwords = (unquote(urlsplit(url).password or "") for url in (self.base_url, self.token_url))
+        return (self.client_secret.get_secret_value(), *(p for p in passwords if p))
+
+
+def masked(url: str) -> str:
+    """`url` with the password of its `user:password@` part replaced by `***`."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{host}").geturl()
+
 
 def _url(value: str | None, flag: str) -> str | None:
-    if value is not None and not value.startswith(("http://", "https://")):
-        raise ConfigError(f"{flag} {value!r} is not an http:// or https:// URL")
+    if value is None:
+        return None
+    try:
+        httpx.URL(value), urlsplit(value).port  # the parsers the URL will meet
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ConfigError(f"{flag} is not a valid URL ({exc})") from None
+    if not value.startswith(("http://", "https://")):
+        raise ConfigError(f"{flag} {masked(value)!r} is not an http:// or https:// URL")
     return value
 
 
