@@ -152,13 +152,13 @@ def _show_columns(sheet: sheets.Sheet) -> None:
     width = min(32, max((len(header) for header, _ in uses), default=0))
     fields = {c.name for c in sheet.columns if c.field}
     for header, use in uses:
-        print(f"  {header:<{width}} {'-> ' if header in fields else ''}{use}")
+        print(printable(f"  {header:<{width}} {'-> ' if header in fields else ''}{use}"))
 
 
 def _show_problems(results: list[report.RowResult]) -> None:
     refused = [r for r in results if r.to_fix]
     for result in refused[:SHOWN_PROBLEMS]:
-        print(f"  {result.named} ({result.status}): {result.error}", file=sys.stderr)
+        print(printable(f"  {result.named} ({result.status}): {result.error}"), file=sys.stderr)
     if len(refused) > SHOWN_PROBLEMS:
         print(f"  ... and {len(refused) - SHOWN_PROBLEMS} more rows in the errors file", file=sys.stderr)
 
@@ -173,7 +173,7 @@ def _finish(outputs: report.Outputs, intake: Intake, results: list[report.RowRes
     """Write the outputs, then say what happened; the exit code says whether anything is left to fix."""
     errors_written = report.write(outputs, intake.sheet, results, summary)
     for notice in intake.notices:
-        print(f"onboard: {notice}", file=sys.stderr)
+        print(printable(f"onboard: {notice}"), file=sys.stderr)
     _show_problems(results)
     counts = ", ".join(f"{n} {status}" for status, n in summary["status"].items())
     print(f"{summary['rows']} rows: {counts}")

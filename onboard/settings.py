@@ -74,6 +74,10 @@ class Target:
     client_id: str
     client_secret: SecretStr
 
+    def __repr__(self) -> str:
+        return (f"Target(env={self.env!r}, base_url={masked(self.base_url)!r}, token_url={masked(self.token_url)!r}, "
+                f"client_id={self.client_id!r}, client_secret=SecretStr('**********'))")
+
     @property
     def local(self) -> bool:
         return self.env == "local"

@@ -296,3 +296,19 @@ def test_a_custom_base_url_is_recorded_as_such(capsys, tmp_path, monkeypatch):
         server.wait(timeout=10)
     summary = json.loads((tmp_path / "in.summary.json").read_text())
     assert summary["environment"] == "custom" and summary["base_url"] == f"{base}/energy-coordination/v1"
+
+
+def test_sheet_text_cannot_repaint_the_terminal(capsys, tmp_path):
+    path = write_csv(tmp_path / "in.csv", [["1\x1b]0;pwned\x07\x1b[31m", "12"]], ["customer_id", "meter_point_ids"])
+    code, out, err = run(capsys, "validate", path)
+    assert code == 1 and "has 2 digits" in err
+    assert "\x1b" not in out + err and "\x07" not in out + err
+
+
+def test_a_target_never_shows_a_url_password():
+    from pydantic import SecretStr
+
+    from onboard.settings import Target
+
+    where = Target("sandbox", "https://me:hunter2@api.example/v1", "https://auth.example/t", "id", SecretStr("s"))
+    assert "hunter2" not in repr(where) and "hunter2" not in str(where)
