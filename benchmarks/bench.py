@@ -9,7 +9,7 @@ With one request per device, an import needs at least
     bound = (user batches + location batches + resources) x latency / in-flight limit
 seconds; the ratio bound / measured seconds says how much of the API's pace the tool uses.
 
-    python benchmarks/bench.py                      # everything (about 15 minutes)
+    python benchmarks/bench.py                      # everything (11 minutes; 7 with the sheets cached)
     python benchmarks/bench.py api sequential       # only these parts
     python benchmarks/bench.py --quick              # small sheets, a smoke run
 
@@ -35,10 +35,11 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import generate
 import httpx
@@ -201,6 +202,7 @@ def api_run(rows: int, suffix: str, cache: Path) -> dict:
         "client_cpu_seconds": round(measured.cpu, 2),
         "client_cpu_ms_per_request": round(1000 * measured.cpu / requests, 3),
         "client_peak_mb": round(measured.peak_mb), "emulator_cpu_seconds": round(emulator.cpu, 2),
+        "emulator_answered": emulator.answered,
         "bound_seconds": round(bound, 2), "ratio_to_bound": round(bound / measured.seconds, 3),
         "goal_ratio_to_bound": BOUND_GOALS.get(rows),
         "throttled": summary["throttled"], "retries": summary["retries"], "statuses": summary["statuses"],
@@ -406,36 +408,43 @@ def _sizes(text: str) -> list[int]:
     return [int(n) for n in text.split(",")]
 
 
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = arguments(argv)
     here = machine()
     parts = previous(args.results, here)
-    load = [round(x, 2) for x in os.getloadavg()]
+    settings = {"latency_ms": LATENCY_MS, "max_inflight": MAX_INFLIGHT, "max_batch": MAX_BATCH, "seed": generate.SEED}
     print(f"onboard benchmark; {here['machine']}, {here['cores']} cores, Python {here['python']}; load average "
-          f"{load}; emulator at {LATENCY_MS} ms latency, {MAX_INFLIGHT} in flight, batches of {MAX_BATCH}", flush=True)
+          f"{_load()}; emulator at {LATENCY_MS} ms latency, {MAX_INFLIGHT} in flight, batches of {MAX_BATCH}",
+          flush=True)
     report = Report()
 
-    def record(part: str, figures: object) -> None:
-        when = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-        parts[part] = {"date": when, "load_average_at_start": load, "quick": args.quick, "figures": figures}
+    def save() -> None:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps({"machine": here, "settings": settings, "parts": parts}, indent=2,
+                                           ensure_ascii=False) + "\n")
 
-    runs: list[dict] = []
-    if "api" in args.parts:
-        runs = run_api(report, args.api_rows, args.api_format, args.cache)
+    def measured(part: str, work: Callable[[], Any]) -> Any:
+        """One part's figures, dated and with the machine's load as it started (the machine may be
+        shared), saved at once so a later part that fails loses nothing."""
+        when = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        parts[part] = {"date": when, "load_average_at_start": _load(), "quick": args.quick, "figures": work()}
+        save()
+        return parts[part]["figures"]
+
+    runs = measured("api", lambda: run_api(report, args.api_rows, args.api_format, args.cache)) \
+        if "api" in args.parts else []
     if "sequential" in args.parts:
-        sequential = run_sequential(report, args.sequential_rows)
+        sequential = measured("sequential", lambda: run_sequential(report, args.sequential_rows))
         report_speedups(report, runs, sequential)
-        record("sequential", sequential)
-    if runs:
-        record("api", runs)
+        save()
     if "validate" in args.parts:
-        record("validate", run_validate(report, args.validate_rows, args.cache))
+        measured("validate", lambda: run_validate(report, args.validate_rows, args.cache))
     if "memory" in args.parts:
-        record("memory", run_memory(report, args.memory_rows, args.cache))
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    settings = {"latency_ms": LATENCY_MS, "max_inflight": MAX_INFLIGHT, "max_batch": MAX_BATCH, "seed": generate.SEED}
-    args.results.write_text(json.dumps({"machine": here, "settings": settings, "parts": parts}, indent=2,
-                                       ensure_ascii=False) + "\n")
+        measured("memory", lambda: run_memory(report, args.memory_rows, args.cache))
     print(f"\n{report.table()}\n\nfigures written to {args.results}")
 
 
