@@ -1,24 +1,28 @@
-"""Running the stages: find what exists, then create users, locations and resources, in that order.
+"""Running the stages: find what exists, and create users, locations and resources, all at once.
 
-Each stage is an async function over the plan and a shared `Ledger` of outcomes; a stage only
-touches entities whose parent the ledger shows as registered. That keeps the stages separate, so
-they can later overlap (a location batch leaving as soon as its users are confirmed) without a
-rewrite.
+The stages overlap: a location batch leaves as soon as its users are settled, a device as soon as
+its location is, and reading what existing users hold goes on beside the writes. What is ready
+goes parents first, so children unblock early, and as the throttle frees a slot, so the slots the
+API allows never sit idle while work is ready. A shared `Ledger` keeps every outcome (and, given a
+journal, keeps it on disk); an entity goes only once the ledger shows its parent registered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import itertools
 import math
 import sys
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from tqdm import tqdm
 
-from onboard.api import Answer, Api
+from onboard.api import Answer, Api, Throttle
 from onboard.errors import OnboardError
 from onboard.plan import Location, Plan, Resource, User
 
@@ -153,17 +157,45 @@ def _claimed(location: Location, clashes: list[tuple[str, str, str]]) -> str:
     return "; ".join(said) + f": a meter point belongs to one site, so location {location.id} is not sent" + hint
 
 
-# running many small tasks, a bounded number at a time
+# running jobs as the API's slots free up
+
+Job = Callable[[], Awaitable[None]]
+
+POLL_SECONDS = 0.05
+"""How often the dispatcher looks at the throttle while no job ends: a request waiting out a
+Retry-After gives its slot back without ending its job."""
 
 
-async def each(items: Iterable, work: Callable[[Any], Awaitable[None]], width: int) -> None:
-    """Run `work` over items, at most `width` at once; the first user-facing error stops them all."""
-    slots = asyncio.Semaphore(width)
+async def dispatch(throttle: Throttle, pick: Callable[[], Job | None], changed: asyncio.Event, width: int) -> None:
+    """Start the job `pick` chooses whenever the throttle has a free slot, until no job runs and
+    none is ready; the first user-facing error stops them all.
+
+    Jobs are chosen as slots free, never queued at the throttle, so requests leave in the order
+    `pick` prefers. A job waiting out a Retry-After holds no slot, so other ready work takes it;
+    after a 429 the throttle allows fewer, and fewer start. `width` bounds the jobs under way."""
+    running: set[asyncio.Task] = set()
+
+    def ended(task: asyncio.Task) -> None:
+        running.discard(task)
+        changed.set()
+
     try:
         async with asyncio.TaskGroup() as group:
-            for item in items:
-                await slots.acquire()
-                group.create_task(work(item)).add_done_callback(lambda _: slots.release())
+            while True:
+                changed.clear()
+                while len(running) < width and throttle.inflight < max(1, int(throttle.limit)):
+                    job = pick()
+                    if job is None:
+                        break
+                    task = group.create_task(job())
+                    running.add(task)
+                    task.add_done_callback(ended)
+                    await asyncio.sleep(0)  # it takes its slot before the next free one is counted
+                if not running:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL_SECONDS):
+                        await changed.wait()
     except BaseExceptionGroup as grouped:
         raise _first(grouped) from None
 
@@ -191,6 +223,305 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+KINDS = ("user", "location", "resource")
+"""Parents first: the order in which ready work of each kind goes."""
+
+
+class Overlap:
+    """Which work may go now, and which goes first.
+
+    An entity is ready once everything it needs is known: a user once discovery knows it is
+    missing; a location once its user is registered; a device once its location (a vehicle: its
+    user) is. A child of a user that existed also waits for the read of what that user holds (it
+    may be there already), and whatever the meter point check may refuse (sites with meter point
+    ids, and users and vehicles only their rows ask for) waits for that check, which needs the
+    sites of every registered user of the sheet read. Work goes in the order: reads, users,
+    locations, devices; a batch goes full, or as the last of its kind, or when a slot would
+    otherwise stay idle."""
+
+    def __init__(self, run: Run, scope: dict[str, dict[str, Any]], uncertain: set[tuple[str, str]],
+                 claims: bool) -> None:
+        self.run = run
+        self.ledger = run.ledger
+        self.scope = scope
+        self.stages = {stage.kind: stage for stage in run.stages() if stage.kind in scope}
+        self.uncertain = set(uncertain)
+        self.changed = asyncio.Event()
+        self.reads: tuple[deque[Job], ...] = (deque(), deque(), deque())
+        """Finding users first, then users' sites, then their devices."""
+        self.ready: dict[str, dict[str, Any]] = {kind: {} for kind in scope}
+        self.unsure: dict[str, dict[str, Any]] = {kind: {} for kind in scope}
+        """Ready, but sent by an interrupted run without an answer kept: looked up first."""
+        self.waiting: dict[str, set[str]] = {
+            kind: {i for i in items if self.ledger.get(kind, i) is None} for kind, items in scope.items()}
+        self.children: dict[tuple[str, str], list[tuple[str, Any]]] = defaultdict(list)
+        self.of_user: dict[str, dict[str, list]] = defaultdict(lambda: {"location": [], "resource": []})
+        for kind, items in scope.items():
+            for item in items.values():
+                parent = run._parent(kind, item)
+                if parent is not None:
+                    self.children[parent].append((kind, item))
+                    self.of_user[item.user_id][kind].append(item)
+        self.unknown: set[str] = set()
+        """Users whether the API holds is not known yet."""
+        self.reading: dict[str, set[str]] = {"location": set(), "resource": set()}
+        """Users that existed, whose sites (devices) are still to be read before theirs go."""
+        self.asked: set[str] = set()
+        self.devices: dict[str, list[dict[str, Any]]] = {}
+        self.listed: set[str] = set()
+        self.pages_left = 0
+        self.discovering = False
+        self.claims_open = claims and any(
+            loc.meter_point_ids and self.ledger.get("location", loc.id) is None
+            for loc in run.plan.locations.values())
+        self.claim_reads: set[str] = set()
+        self.bound: set[tuple[str, str]] = set()
+
+    # starting
+
+    def start(self, discovering: bool) -> None:
+        plan = self.run.plan
+        self.discovering = discovering
+        if discovering:
+            self.unknown = {u for u in plan.users if self.ledger.get("user", u) is None}
+            if self.unknown:
+                self.run._open_bar("finding", "finding users", 0, "request")
+                self._queue_read(0, self._first_page)
+            for user_id in plan.users:
+                if (outcome := self.ledger.get("user", user_id)) is not None and outcome.state == "exists":
+                    self._discover_children(user_id)
+        if self.claims_open:
+            self.bound = self._bound_by_claims()
+            for user_id in plan.users:
+                if self.ledger.registered("user", user_id):
+                    self._read_locations(user_id, claims=True)
+        self._consider_all()
+        self._progress()
+
+    def _bound_by_claims(self) -> set[tuple[str, str]]:
+        """Users and devices that only rows with a site still to be checked ask for: the meter point
+        check may refuse all of those rows, and then these are not sent either."""
+        checked = {loc.id for loc in self.run.plan.locations.values()
+                   if loc.meter_point_ids and self.ledger.get("location", loc.id) is None}
+        wanted: dict[tuple[str, str], bool] = {}
+        for row in self.run.plan.rows:
+            if row.valid and row.user_id is not None:
+                sure = row.location_id not in checked
+                for entity in row.entities():
+                    wanted[entity] = wanted.get(entity, False) or sure
+        return {entity for entity, sure in wanted.items() if not sure and entity[0] != "location"}
+
+    # what is ready
+
+    def consider(self, kind: str, item: Any) -> None:
+        """Make an entity ready if nothing holds it back, or settle it as blocked if its parent
+        did not get registered."""
+        waiting = self.waiting.get(kind)
+        if waiting is None or item.id not in waiting:
+            return
+        if self.ledger.get(kind, item.id) is not None:
+            waiting.discard(item.id)
+            return
+        if self._held_back(kind, item):
+            return
+        blocked = self.run._blocked(kind, item)
+        if blocked is not None:
+            self.run._settle(kind, [item.id], blocked)
+            return
+        waiting.discard(item.id)
+        pool = self.unsure if (kind, item.id) in self.uncertain else self.ready
+        pool[kind][item.id] = item
+        self.changed.set()
+
+    def _held_back(self, kind: str, item: Any) -> bool:
+        if kind == "user":
+            return item.id in self.unknown or self._awaits_claims(kind, item)
+        parent = self.run._parent(kind, item)
+        if self.ledger.get(*parent) is None:
+            return parent[0] in self.scope
+        if not self.ledger.registered(*parent):
+            return False
+        return item.user_id in self.reading[kind] or self._awaits_claims(kind, item)
+
+    def _awaits_claims(self, kind: str, item: Any) -> bool:
+        return self.claims_open and ((kind, item.id) in self.bound
+                                     or (kind == "location" and bool(item.meter_point_ids)))
+
+    def _consider_all(self) -> None:
+        for kind, items in self.scope.items():
+            for entity_id in list(self.waiting[kind]):
+                self.consider(kind, items[entity_id])
+
+    def settled(self, kind: str, ids: Sequence[str]) -> None:
+        """Entities got their outcomes: they are no longer waiting, and their children may go."""
+        for entity_id in ids:
+            if kind in self.waiting:
+                self.waiting[kind].discard(entity_id)
+                self.ready[kind].pop(entity_id, None)
+                self.unsure[kind].pop(entity_id, None)
+            for child_kind, child in self.children.get((kind, entity_id), ()):
+                self.consider(child_kind, child)
+        self.changed.set()
+
+    # what goes next
+
+    def pick(self) -> Job | None:
+        for reads in self.reads:
+            if reads:
+                return reads.popleft()
+        for partial in (False, True):
+            for kind in KINDS:
+                if kind in self.stages and (job := self._take(kind, partial)) is not None:
+                    return job
+        return None
+
+    def _take(self, kind: str, partial: bool) -> Job | None:
+        """A batch of ready entities: full, or the last of its kind, or (`partial`) whatever is
+        ready, when a slot would otherwise stay idle."""
+        stage = self.stages[kind]
+        size = self.run.batch.value if stage.batched else 1
+        for pool, ambiguous in ((self.unsure[kind], True), (self.ready[kind], False)):
+            if not pool or (not ambiguous and not partial and len(pool) < size and self.waiting[kind]):
+                continue
+            chunk = [pool.pop(entity_id) for entity_id in list(itertools.islice(pool, size))]
+            return functools.partial(self.run._send, stage, chunk, ambiguous)
+        return None
+
+    # discovery: what the API holds already
+
+    def _queue_read(self, order: int, job: Job) -> None:
+        self.reads[order].append(job)
+        if order:
+            self.run._open_bar("reading", "reading their sites and devices", 0, "request").total += 1
+        self.changed.set()
+
+    async def _first_page(self) -> None:
+        """Listing every user costs a page per thousand; asking for each costs one per user: take
+        the cheaper of the two."""
+        users = [u for u in self.run.plan.users if u in self.unknown]
+        bar = self.run.bars["finding"]
+        first = await self.run.api.users_page(1, LIST_PAGE_SIZE)
+        if first.ok:
+            size = first.body["pagination"]["pageSize"]
+            pages = math.ceil(first.body["pagination"]["totalRecords"] / max(1, size))
+            if pages - 1 <= len(users):
+                bar.reset(total=max(1, pages))
+                bar.update(1)
+                self.listed = {u["userId"] for u in first.body.get("users", [])}
+                self.pages_left = max(0, pages - 1)
+                for number in range(2, pages + 1):
+                    self._queue_read(0, functools.partial(self._page, number, size))
+                if not self.pages_left:
+                    self._listed_all()
+                return
+        bar.reset(total=len(users))
+        for user_id in users:
+            self._queue_read(0, functools.partial(self._ask, user_id))
+
+    async def _page(self, number: int, size: int) -> None:
+        answer = await self.run.api.users_page(number, size)
+        self.listed.update(u["userId"] for u in (answer.body or {}).get("users", []))
+        self.run.bars["finding"].update(1)
+        self.pages_left -= 1
+        if not self.pages_left:
+            self._listed_all()
+
+    def _listed_all(self) -> None:
+        for user_id in [u for u in self.run.plan.users if u in self.unknown]:
+            self._known(user_id, user_id in self.listed)
+        self._progress()
+
+    async def _ask(self, user_id: str) -> None:
+        found = (await self.run.api.user(user_id)).ok
+        self.run.bars["finding"].update(1)
+        self._known(user_id, found)
+        self._progress()
+
+    def _known(self, user_id: str, found: bool) -> None:
+        """Whether the API holds a user is known. Found, it `exists`, unless an interrupted run
+        sent it: then this run's (resumed) work created it."""
+        self.unknown.discard(user_id)
+        key = ("user", user_id)
+        if not found:
+            self.uncertain.discard(key)
+            self.consider("user", self.run.plan.users[user_id])
+            return
+        if key in self.uncertain:
+            self.run._settle("user", [user_id], Outcome("created"))
+        else:
+            self._discover_children(user_id)
+            self.run._settle("user", [user_id], Outcome("exists"))
+        if self.claims_open:
+            self._read_locations(user_id, claims=True)
+
+    def _discover_children(self, user_id: str) -> None:
+        """A user that existed may hold the sheet's sites and devices already: they wait for the reads."""
+        self.reading["location"].add(user_id)
+        self._read_locations(user_id)
+        if any(self.ledger.get("resource", r.id) is None for r in self.of_user[user_id]["resource"]):
+            self.reading["resource"].add(user_id)
+            self._queue_read(2, functools.partial(self._resources_of, user_id))
+
+    def _read_locations(self, user_id: str, claims: bool = False) -> None:
+        if claims:
+            self.claim_reads.add(user_id)
+        if user_id not in self.asked:
+            self.asked.add(user_id)
+            self._queue_read(1, functools.partial(self._locations_of, user_id))
+
+    async def _locations_of(self, user_id: str) -> None:
+        held = await self.run._held_locations(user_id)
+        if user_id in self.reading["location"]:
+            self._settle_found("location", self.of_user[user_id]["location"], held, compare_location)
+            self.reading["location"].discard(user_id)
+            self._warn_unnamed(user_id)
+            for location in self.of_user[user_id]["location"]:
+                self.consider("location", location)
+        self.claim_reads.discard(user_id)
+        self.run.bars["reading"].update(1)
+        self._progress()
+
+    async def _resources_of(self, user_id: str) -> None:
+        answer = await self.run.api.resources_of(user_id)
+        held = {h["resourceId"]: h for h in (answer.body or {}).get("resources", [])} if answer.ok else {}
+        self.devices[user_id] = list(held.values())
+        self._settle_found("resource", self.of_user[user_id]["resource"], held, compare_resource)
+        self.reading["resource"].discard(user_id)
+        self._warn_unnamed(user_id)
+        for resource in self.of_user[user_id]["resource"]:
+            self.consider("resource", resource)
+        self.run.bars["reading"].update(1)
+        self._progress()
+
+    def _settle_found(self, kind: str, planned: list, held: dict[str, dict[str, Any]],
+                      compare: Callable[[Any, dict[str, Any]], Match]) -> None:
+        for item in planned:
+            key = (kind, item.id)
+            if self.ledger.get(*key) is not None:
+                continue
+            if item.id in held:
+                self.run._settle_match(kind, item.id, compare(item, held[item.id]),
+                                       "created" if key in self.uncertain else "exists")
+            else:
+                self.uncertain.discard(key)
+
+    def _warn_unnamed(self, user_id: str) -> None:
+        if user_id in self.devices and user_id not in self.reading["location"] | self.reading["resource"]:
+            self.run._warn_unnamed_devices(self.of_user[user_id]["resource"], self.devices.pop(user_id))
+
+    def _progress(self) -> None:
+        """Discovery done: the journal says so. Every registered user's sites read: the meter
+        point check, and what it held back goes."""
+        if self.discovering and not (self.unknown or self.reading["location"] or self.reading["resource"]):
+            self.discovering = False
+            if self.ledger.journal is not None:
+                self.ledger.journal.mark_discovered()
+        if self.claims_open and not (self.unknown or self.claim_reads):
+            self.claims_open = False
+            self.run.refuse_claimed_meter_points()
+            self._consider_all()
+
+
 # the stages
 
 
@@ -215,6 +546,8 @@ class Run:
     bars: dict[str, tqdm] = field(default_factory=dict)
     held: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Locations the API holds, by user, as discovery read them."""
+    overlap: Overlap | None = field(default=None, init=False, repr=False)
+    _open_bars: contextlib.ExitStack | None = field(default=None, init=False, repr=False)
 
     def stages(self) -> list[Stage]:
         return [
@@ -223,6 +556,38 @@ class Run:
             Stage("resource", lambda items: self.api.create_resource(items[0]), self.probe_resource,
                   batched=False),
         ]
+
+    async def __call__(self) -> None:
+        """Find what exists and send what is missing, every stage at once: a location batch leaves
+        as soon as its users are settled, a device as soon as its location is."""
+        journal = self.ledger.journal
+        uncertain = journal.uncertain() if journal is not None else set()
+        scope = {"user": self.plan.users, "location": self.plan.locations, "resource": self.plan.resources}
+        with contextlib.ExitStack() as bars:
+            self._open_bars = bars
+            discovering = journal is None or not journal.discovered
+            if discovering and any(self.ledger.get("user", u) is None for u in self.plan.users):
+                self._open_bar("finding", "finding users", 0, "request")  # the first bar on screen
+            for kind, items in scope.items():
+                bar = self._open_bar(kind, f"{kind}s", len(items), kind)
+                bar.update(sum(1 for i in items if self.ledger.get(kind, i) is not None))
+            await self._overlapped(scope, uncertain, discovering, claims=True)
+
+    async def create(self, stage: Stage, items: dict[str, Any],
+                     uncertain: set[tuple[str, str]] = frozenset()) -> None:
+        """Send what of `items`, of one kind, is not settled, without discovery; their parents must
+        be settled already. What an interrupted run sent without keeping the answer (`uncertain`)
+        is looked up first."""
+        await self._overlapped({stage.kind: items}, uncertain, discovering=False, claims=False)
+
+    async def _overlapped(self, scope: dict[str, dict[str, Any]], uncertain: set[tuple[str, str]],
+                          discovering: bool, claims: bool) -> None:
+        self.overlap = Overlap(self, scope, uncertain, claims)
+        try:
+            self.overlap.start(discovering)
+            await dispatch(self.api.throttle, self.overlap.pick, self.overlap.changed, 2 * self.concurrency)
+        finally:
+            self.overlap = None
 
     # probes
 
@@ -238,53 +603,7 @@ class Run:
         answer = await self.api.resource(resource.id)
         return compare_resource(resource, answer.body) if answer.ok else MISSING
 
-    # discovery
-
-    async def discover(self) -> None:
-        """Find what of the plan is registered already, by reading, before any write: a re-run
-        then sends only what is missing, and `exists` is told apart from `created`."""
-        users = [u for u in self.plan.users if self.ledger.get("user", u) is None]
-        if not users:
-            return
-        with self._bar("finding users", 0, "request") as bar:
-            existing = await self._existing_users(users, bar)
-        for user_id in existing:
-            self.ledger.settle("user", user_id, Outcome("exists"))
-        locations: dict[str, list[Location]] = defaultdict(list)
-        for location in self.plan.locations.values():
-            if location.user_id in existing and self.ledger.get("location", location.id) is None:
-                locations[location.user_id].append(location)
-        resources: dict[str, list[Resource]] = defaultdict(list)
-        for resource in self.plan.resources.values():
-            if resource.user_id in existing and self.ledger.get("resource", resource.id) is None:
-                resources[resource.user_id].append(resource)
-
-        devices: dict[str, list[dict[str, Any]]] = {}
-
-        async def held_locations(user_id: str) -> None:
-            held = await self._held_locations(user_id)
-            for location in locations[user_id]:
-                if location.id in held:
-                    self._settle_match("location", location.id, compare_location(location, held[location.id]),
-                                       "exists")
-
-        async def held_resources(user_id: str) -> None:
-            answer = await self.api.resources_of(user_id)
-            held = {h["resourceId"]: h for h in (answer.body or {}).get("resources", [])} if answer.ok else {}
-            devices[user_id] = list(held.values())
-            for resource in resources[user_id]:
-                if resource.id in held:
-                    self._settle_match("resource", resource.id, compare_resource(resource, held[resource.id]),
-                                       "exists")
-
-        with self._bar("reading their sites and devices", len(existing) + len(resources), "request") as bar:
-            async def counted(work, user_id: str) -> None:
-                await work(user_id)
-                bar.update(1)
-
-            await together(each(existing, lambda u: counted(held_locations, u), self.concurrency),
-                           each(resources, lambda u: counted(held_resources, u), self.concurrency))
-        self._warn_unnamed_devices(devices)
+    # what the API holds
 
     async def _held_locations(self, user_id: str) -> dict[str, dict[str, Any]]:
         answer = await self.api.locations_of(user_id)
@@ -292,38 +611,37 @@ class Run:
         self.held[user_id] = list(held.values())
         return held
 
-    def _warn_unnamed_devices(self, devices: dict[str, list[dict[str, Any]]]) -> None:
+    def _warn_unnamed_devices(self, planned: Iterable[Resource], devices: list[dict[str, Any]]) -> None:
         """Devices registered from rows without serials get IDs by position; the same devices with
         serials later get other IDs, and would be registered again. Only the partner can tell."""
-        named = set(self.plan.resources)
         adding: dict[str, Counter[str]] = defaultdict(Counter)
-        for resource in self.plan.resources.values():
+        for resource in planned:
             if resource.location_id and self.ledger.get("resource", resource.id) is None:
                 adding[resource.location_id][resource.resource_type] += 1
         unnamed: dict[str, Counter[str]] = defaultdict(Counter)
-        for held in devices.values():
-            for device in held:
-                if device.get("locationId") in adding and device.get("resourceId") not in named:
-                    unnamed[device["locationId"]][device.get("resourceType")] += 1
+        for device in devices:
+            if device.get("locationId") in adding and device.get("resourceId") not in self.plan.resources:
+                unnamed[device["locationId"]][device.get("resourceType")] += 1
         for location_id, kinds in unnamed.items():
             outcome = self.ledger.get("location", location_id)
-            notes = tuple(f"location {location_id} already holds {n} {kind} device{'s' if n > 1 else ''} this sheet "
-                          f"does not name; this run adds {adding[location_id][kind]} more"
-                          for kind, n in kinds.items() if adding[location_id][kind])
-            if notes and outcome is not None and outcome.state == "exists":
+            if outcome is None or outcome.state != "exists":
+                continue
+            notes = tuple(note for kind, n in kinds.items() if adding[location_id][kind]
+                          if (note := f"location {location_id} already holds {n} {kind} device{'s' if n > 1 else ''} "
+                                      f"this sheet does not name; this run adds {adding[location_id][kind]} more")
+                          not in outcome.warnings)
+            if notes:
                 self.ledger.settle("location", location_id, replace(outcome, warnings=outcome.warnings + notes))
 
-    async def refuse_claimed_meter_points(self) -> None:
+    def refuse_claimed_meter_points(self) -> None:
         """A site the sheet plans may not take a meter point that another location of the sheet's
         users already holds (another customer's, or this customer's site under another ref): its
-        rows are refused before anything is sent. Run after discovery and on every resume, since
-        the journal keeps no refusals."""
+        rows are refused before anything is sent. Checked once the sites of every registered user
+        are read (`held`), on every resume too, since the journal keeps no refusals."""
         pending = [loc for loc in self.plan.locations.values()
                    if loc.meter_point_ids and self.ledger.get("location", loc.id) is None]
         if not pending:
             return
-        owners = [u for u in self.plan.users if self.ledger.registered("user", u) and u not in self.held]
-        await each(owners, self._held_locations, self.concurrency)
         holders: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for user_id, held in self.held.items():
             for location in held:
@@ -343,7 +661,7 @@ class Run:
         if not locations:
             return
         for location_id, reason in locations.items():
-            self.ledger.settle("location", location_id, Outcome("invalid", reason))
+            self._settle("location", [location_id], Outcome("invalid", reason))
         wanted: dict[tuple[str, str], bool] = {}
         reasons: dict[tuple[str, str], str] = {}
         for row in self.plan.rows:
@@ -356,55 +674,41 @@ class Run:
                     reasons.setdefault(entity, reason)
         for (kind, entity_id), needed in wanted.items():
             if not needed and kind != "location" and self.ledger.get(kind, entity_id) is None:
-                self.ledger.settle(kind, entity_id, Outcome("invalid", reasons[kind, entity_id]))
+                self._settle(kind, [entity_id], Outcome("invalid", reasons[kind, entity_id]))
 
-    async def _existing_users(self, users: list[str], bar: tqdm) -> set[str]:
-        """Listing every user costs a page per thousand; asking for each costs one per user: take
-        the cheaper of the two."""
-        first = await self.api.users_page(1, LIST_PAGE_SIZE)
-        found: set[str] = set()
-        if first.ok:
-            size = first.body["pagination"]["pageSize"]
-            pages = math.ceil(first.body["pagination"]["totalRecords"] / max(1, size))
-            if pages - 1 <= len(users):
-                bar.reset(total=max(1, pages))
-                bar.update(1)
-                listed = {u["userId"] for u in first.body.get("users", [])}
-
-                async def page(n: int) -> None:
-                    answer = await self.api.users_page(n, size)
-                    listed.update(u["userId"] for u in (answer.body or {}).get("users", []))
-                    bar.update(1)
-
-                await each(range(2, pages + 1), page, self.concurrency)
-                return {u for u in users if u in listed}
-        bar.reset(total=len(users))
-
-        async def ask(user_id: str) -> None:
-            if (await self.api.user(user_id)).ok:
-                found.add(user_id)
-            bar.update(1)
-
-        await each(users, ask, self.concurrency)
-        return found
+    # progress
 
     def _bar(self, desc: str, total: int, unit: str) -> tqdm:
         return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr,
                     disable=None if self.show_progress is None else not self.show_progress)
 
-    # creating
-
-    def _settle_match(self, kind: str, entity_id: str, match: Match, same_state: str) -> None:
-        if match.same:
-            self.ledger.settle(kind, entity_id, Outcome(same_state, warnings=match.warnings))
-        else:
-            self.ledger.settle(kind, entity_id, Outcome("failed", match.reason))
-        self._tick(kind)
+    def _open_bar(self, key: str, desc: str, total: int, unit: str) -> tqdm:
+        """The bar `key`, shown from now until the run ends: with the stages overlapping, every
+        bar is on screen at once."""
+        if key not in self.bars:
+            bar = self._bar(desc, total, unit)
+            self.bars[key] = self._open_bars.enter_context(bar) if self._open_bars is not None else bar
+        return self.bars[key]
 
     def _tick(self, kind: str, n: int = 1) -> None:
         bar = self.bars.get(kind)
         if bar is not None:
             bar.update(n)
+
+    # creating
+
+    def _settle(self, kind: str, ids: Sequence[str], outcome: Outcome) -> None:
+        """An outcome for entities: kept, counted, and their children considered."""
+        self.ledger.settle_all(kind, ids, outcome)
+        self._tick(kind, len(ids))
+        if self.overlap is not None:
+            self.overlap.settled(kind, ids)
+
+    def _settle_match(self, kind: str, entity_id: str, match: Match, same_state: str) -> None:
+        if match.same:
+            self._settle(kind, [entity_id], Outcome(same_state, warnings=match.warnings))
+        else:
+            self._settle(kind, [entity_id], Outcome("failed", match.reason))
 
     def _parent(self, kind: str, item: Any) -> tuple[str, str] | None:
         if kind == "location":
@@ -424,25 +728,6 @@ class Run:
             root = f"{parent[0]} {parent[1]} was not registered: {held.reason}"
         return Outcome("failed", f"blocked: {root}", final=held.final)
 
-    async def create(self, stage: Stage, items: dict[str, Any],
-                     uncertain: set[tuple[str, str]] = frozenset()) -> None:
-        """Send what of `items` is not settled; what an interrupted run sent without keeping the
-        answer (`uncertain`) is looked up first."""
-        pending, unsure = [], []
-        for entity_id, item in items.items():
-            if self.ledger.get(stage.kind, entity_id) is not None:
-                continue
-            blocked = self._blocked(stage.kind, item)
-            if blocked:
-                self.ledger.settle(stage.kind, entity_id, blocked)
-                self._tick(stage.kind)
-            else:
-                (unsure if (stage.kind, entity_id) in uncertain else pending).append(item)
-        size = self.batch.value if stage.batched else 1
-        work = [(chunk, True) for chunk in _chunks(unsure, size)]
-        work += [(chunk, False) for chunk in _chunks(pending, size)]
-        await each(work, lambda job: self._send(stage, *job), self.concurrency)
-
     async def _send(self, stage: Stage, items: list, ambiguous: bool = False) -> None:
         if ambiguous:
             items = await self._unconfirmed(stage, items)
@@ -455,14 +740,12 @@ class Run:
         self.ledger.sending(stage.kind, [i.id for i in items])
         answer = await stage.create(items)
         if answer.ok:
-            self.ledger.settle_all(stage.kind, [item.id for item in items], Outcome("created"))
-            self._tick(stage.kind, len(items))
+            self._settle(stage.kind, [item.id for item in items], Outcome("created"))
         elif answer.status == 413 and len(items) > 1:
             self.batch.shrink(len(items))
             await self._send(stage, items)
         elif answer.malformed:  # it may have happened: no retry here; the next run looks it up
-            self.ledger.settle_all(stage.kind, [item.id for item in items], Outcome("failed", answer.message))
-            self._tick(stage.kind, len(items))
+            self._settle(stage.kind, [item.id for item in items], Outcome("failed", answer.message))
         elif answer.ambiguous:
             await self._send(stage, items, ambiguous=True)
         elif len(items) == 1:
@@ -496,24 +779,7 @@ class Run:
             reason = "the API refuses even a single item as too large (413)"
         else:
             reason = f"refused by the API ({answer.status}): {answer.message}"
-        self.ledger.settle(stage.kind, item.id, Outcome("failed", reason))
-        self._tick(stage.kind)
-
-    async def __call__(self) -> None:
-        journal = self.ledger.journal
-        if journal is None or not journal.discovered:
-            await self.discover()
-            if journal is not None:
-                journal.mark_discovered()
-        await self.refuse_claimed_meter_points()
-        uncertain = journal.uncertain() if journal is not None else set()
-        items = {"user": self.plan.users, "location": self.plan.locations, "resource": self.plan.resources}
-        for stage in self.stages():
-            total = len(items[stage.kind])
-            with self._bar(f"{stage.kind}s", total, stage.kind) as bar:
-                bar.update(sum(1 for i in items[stage.kind] if self.ledger.get(stage.kind, i) is not None))
-                self.bars[stage.kind] = bar
-                await self.create(stage, items[stage.kind], uncertain)
+        self._settle(stage.kind, [item.id], Outcome("failed", reason))
 
 
 def stop_everything(plan: Plan, ledger: Ledger, reason: str) -> None:
