@@ -162,7 +162,7 @@ def _claimed(location: Location, clashes: list[tuple[str, str, str]]) -> str:
 Job = Callable[[], Awaitable[None]]
 
 POLL_SECONDS = 0.05
-"""How often the dispatcher looks at the throttle while no job ends: a request waiting out a
+"""How often the dispatcher looks at the throttle while no job ends: a request that waits out a
 Retry-After gives its slot back without ending its job."""
 
 
@@ -171,8 +171,9 @@ async def dispatch(throttle: Throttle, pick: Callable[[], Job | None], changed: 
     none is ready; the first user-facing error stops them all.
 
     Jobs are chosen as slots free, never queued at the throttle, so requests leave in the order
-    `pick` prefers. A job waiting out a Retry-After holds no slot, so other ready work takes it;
-    after a 429 the throttle allows fewer, and fewer start. `width` bounds the jobs under way."""
+    `pick` prefers, and after a 429 (the throttle allowing fewer) fewer start. At most `width` jobs
+    are under way: while one waits out a Retry-After the others go on, but no more start, since
+    more work sent to an API that throttles only meets more 429s."""
     running: set[asyncio.Task] = set()
 
     def ended(task: asyncio.Task) -> None:
@@ -585,7 +586,7 @@ class Run:
         self.overlap = Overlap(self, scope, uncertain, claims)
         try:
             self.overlap.start(discovering)
-            await dispatch(self.api.throttle, self.overlap.pick, self.overlap.changed, 2 * self.concurrency)
+            await dispatch(self.api.throttle, self.overlap.pick, self.overlap.changed, self.concurrency)
         finally:
             self.overlap = None
 
@@ -660,8 +661,7 @@ class Run:
         their rows ask for."""
         if not locations:
             return
-        for location_id, reason in locations.items():
-            self._settle("location", [location_id], Outcome("invalid", reason))
+        refused = {("location", location_id): reason for location_id, reason in locations.items()}
         wanted: dict[tuple[str, str], bool] = {}
         reasons: dict[tuple[str, str], str] = {}
         for row in self.plan.rows:
@@ -674,7 +674,10 @@ class Run:
                     reasons.setdefault(entity, reason)
         for (kind, entity_id), needed in wanted.items():
             if not needed and kind != "location" and self.ledger.get(kind, entity_id) is None:
-                self._settle(kind, [entity_id], Outcome("invalid", reasons[kind, entity_id]))
+                refused[kind, entity_id] = reasons[kind, entity_id]
+        # children first, so that none is taken for blocked by its refused parent
+        for (kind, entity_id), reason in sorted(refused.items(), key=lambda item: -KINDS.index(item[0][0])):
+            self._settle(kind, [entity_id], Outcome("invalid", reason))
 
     # progress
 

@@ -20,6 +20,7 @@ from onboard import api, contract, records, settings
 from onboard import plan as planning
 from onboard import sheet as sheets
 from onboard.emulator import EmulatorSettings, Store, create_app
+from onboard.emulator.store import Location as StoredLocation
 from onboard.pipeline import KINDS, BatchSize, Ledger, Run
 
 pytestmark = pytest.mark.anyio
@@ -223,3 +224,28 @@ async def test_a_batch_goes_unfilled_rather_than_leave_the_slots_idle(tmp_path):
     lookups = [s for s in of(spans, "read") if s.path.rsplit("/", 2)[-2] == "users"]  # GET /users/{userId}
     assert len(lookups) == 3 and {o.state for o in ledger.outcomes.values()} == {"created"}
     assert min(s.started for s in of(spans, "user")) < max(s.ended for s in lookups)
+
+
+# what the meter point check holds back
+
+
+async def test_a_site_whose_meter_point_the_api_holds_is_refused_with_its_user_and_devices(tmp_path):
+    """The check waits for the sites of every registered user of the sheet; a user and devices only
+    the refused site's rows ask for are `invalid` too, never sent, never taken for blocked."""
+    app = emulator(tmp_path)
+    app.store.add_users(["kari"])
+    app.store.add_locations([StoredLocation("kari-home", "kari", "Unknown", [meter_point_id(0)])])
+    rows = [["", "kari", "cabin", meter_point_id(99), "", ""],
+            ["c0", "", "home", meter_point_id(0), "SN0", "Charger"],  # kari's meter point
+            ["c0", "", "home", meter_point_id(0), "VIN0", "Vehicle"]]
+    rows += [[f"c{n}", "", "home", meter_point_id(n), f"SN{n}", "Charger"] for n in range(1, 6)]
+    path = write_csv(tmp_path / "in.csv", rows, ["customer_id", "user_id", "location_ref", "meter_point_ids",
+                                                 "resource_ref", "resource_type"])
+    plan = planning.build(records.check(sheets.read(path)))
+    spans, ledger = await onboard(plan, app, batch_size=2)
+    refused = {*plan.rows[1].entities(), *plan.rows[2].entities()}
+    assert len(refused) == 4 and {ledger.get(*entity).state for entity in refused} == {"invalid"}
+    assert "kari-home of user kari" in ledger.get("location", plan.rows[1].location_id).reason
+    assert {o.state for entity, o in ledger.outcomes.items() if entity not in refused} == {"created", "exists"}
+    user = plan.rows[1].user_id
+    assert not [s for s in spans if s.kind != "read" and (user in json.dumps(s.body) or user in s.path)]
