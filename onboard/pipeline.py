@@ -637,8 +637,9 @@ class Run:
     def refuse_claimed_meter_points(self) -> None:
         """A site the sheet plans may not take a meter point that another location of the sheet's
         users already holds (another customer's, or this customer's site under another ref): its
-        rows are refused before anything is sent. Checked once the sites of every registered user
-        are read (`held`), on every resume too, since the journal keeps no refusals."""
+        rows are refused, and nothing only they ask for is sent. Checked once the sites of every
+        registered user are read (`held`), on every resume too, since the journal keeps no
+        refusals; until then, what it may refuse is held back."""
         pending = [loc for loc in self.plan.locations.values()
                    if loc.meter_point_ids and self.ledger.get("location", loc.id) is None]
         if not pending:

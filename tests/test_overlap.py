@@ -21,7 +21,9 @@ from onboard import plan as planning
 from onboard import sheet as sheets
 from onboard.emulator import EmulatorSettings, Store, create_app
 from onboard.emulator.store import Location as StoredLocation
-from onboard.pipeline import KINDS, BatchSize, Ledger, Run
+from onboard.emulator.store import Resource as StoredResource
+from onboard.journal import Journal
+from onboard.pipeline import KINDS, BatchSize, Ledger, Outcome, Run
 
 pytestmark = pytest.mark.anyio
 
@@ -249,3 +251,46 @@ async def test_a_site_whose_meter_point_the_api_holds_is_refused_with_its_user_a
     assert {o.state for entity, o in ledger.outcomes.items() if entity not in refused} == {"created", "exists"}
     user = plan.rows[1].user_id
     assert not [s for s in spans if s.kind != "read" and (user in json.dumps(s.body) or user in s.path)]
+
+
+# resuming a run killed while discovery still read
+
+
+async def test_a_run_killed_before_discovery_ended_resumes_telling_created_from_exists(tmp_path):
+    """With the stages overlapping, writes leave before discovery has read everything: a run killed
+    then leaves a journal not marked discovered, holding writes sent. The resumed run reads again:
+    what it finds that the journal says was sent is `created`, and what a user that existed holds
+    is still read (the journal has that user as `exists`)."""
+    path = write_csv(tmp_path / "in.csv", [
+        ["old", "home", "", meter_point_id(1), "", "", "SN-1", "Charger"],
+        ["old", "home", "", meter_point_id(1), "", "", "SN-2", "HVAC"],
+        ["new", "home", "", meter_point_id(2), "", "", "SN-3", "Charger"],
+    ], HEADERS)
+    plan = planning.build(records.check(sheets.read(path)))
+    old, new = plan.rows[0], plan.rows[2]
+    app = emulator(tmp_path)
+    app.store.add_users([old.user_id, new.user_id])  # `new`: the killed run's user batch landed
+    app.store.add_locations([StoredLocation(old.location_id, old.user_id, "Unknown", [meter_point_id(1)])])
+    app.store.add_resource(StoredResource(old.resource_id, old.user_id, "Charger", old.location_id))
+    journal_path = tmp_path / "in.journal.sqlite"
+    killed = Journal.open(journal_path, path, "emulator", {"users": 2, "locations": 2, "resources": 3})
+    Ledger(killed).settle("user", old.user_id, Outcome("exists"))
+    killed.sending("user", [new.user_id])
+    killed.release()
+
+    journal = Journal.open(journal_path, path, "emulator", {"users": 2, "locations": 2, "resources": 3})
+    try:
+        assert journal.resumed and not journal.discovered
+        ledger = Ledger(journal, journal.outcomes())
+        async with api.connect(settings.target("local"), concurrency=LIMIT, transport=httpx.ASGITransport(app=app)
+                               ) as client:
+            await client.sign_in()
+            await Run(client, plan, ledger, BatchSize(100), concurrency=LIMIT, show_progress=False)()
+        assert journal.discovered and client.stats.by_status.keys() <= {200, 201}
+    finally:
+        journal.release()
+    assert {entity: ledger.get(*entity).state for row in plan.rows for entity in row.entities()} == {
+        ("user", old.user_id): "exists", ("location", old.location_id): "exists",
+        ("resource", old.resource_id): "exists", ("resource", plan.rows[1].resource_id): "created",
+        ("user", new.user_id): "created", ("location", new.location_id): "created",
+        ("resource", new.resource_id): "created"}
