@@ -5,6 +5,7 @@ between the tool and the emulator sees them."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import itertools
 import json
@@ -28,6 +29,7 @@ from onboard.pipeline import KINDS, BatchSize, Ledger, Outcome, Run
 pytestmark = pytest.mark.anyio
 
 LATENCY_MS = 100
+SLOW_MS = 200
 LIMIT = 4
 
 
@@ -99,8 +101,8 @@ async def onboard(plan, app, batch_size: int) -> tuple[list[Span], Ledger]:
     return sorted(timed.spans, key=lambda s: s.started), ledger
 
 
-def emulator(tmp_path, **knobs):
-    return create_app(EmulatorSettings(latency_ms=LATENCY_MS, seed=7, state=tmp_path / "e.sqlite", **knobs), Store())
+def emulator(tmp_path, latency_ms: float = LATENCY_MS, **knobs):
+    return create_app(EmulatorSettings(latency_ms=latency_ms, seed=7, state=tmp_path / "e.sqlite", **knobs), Store())
 
 
 def of(spans: list[Span], kind: str) -> list[Span]:
@@ -130,18 +132,23 @@ def ready_at(spans: list[Span]) -> dict[Span, float]:
     return ready
 
 
-def idle_while_ready(spans: list[Span]) -> tuple[float, float]:
+def idle_while_ready(spans: list[Span], excuse: float) -> tuple[float, float]:
     """Slot-seconds a slot stood free while some write was ready and not yet sent (at each instant,
-    the smaller of the free slots and the writes waiting), and the longest stretch of time that
-    this lasted."""
+    the smaller of the free slots and the writes waiting), and the longest stretch this lasted, from
+    the first write on. A slot freed less than `excuse` seconds before is not counted: the tool
+    reads the answer first."""
     ready = ready_at(spans)
-    events = sorted({t for s in spans for t in (s.started, s.ended)} | set(ready.values()))
+    ends = [s.ended for s in spans]
+    first = min(s.started for s in ready)
+    events = sorted(t for t in {t for s in spans for t in (s.started, s.ended, s.ended + excuse)} | set(ready.values())
+                    if t >= first)
     idle = longest = stretch = 0.0
     for begin, end in itertools.pairwise(events):
         t = (begin + end) / 2
         inflight = sum(1 for s in spans if s.started <= t < s.ended)
+        reading = sum(1 for e in ends if t - excuse < e <= t)
         waiting = sum(1 for s, r in ready.items() if r <= t < s.started)
-        unused = min(max(0, LIMIT - inflight), waiting)
+        unused = min(max(0, LIMIT - inflight - reading), waiting)
         idle += unused * (end - begin)
         stretch = stretch + (end - begin) if unused else 0.0
         longest = max(longest, stretch)
@@ -157,13 +164,14 @@ def passed_over(spans: list[Span], slack: float) -> list[tuple[Span, Span]]:
             if order[first.kind] < order[second.kind] and ready[first] + slack <= second.started < first.started]
 
 
-@pytest.fixture
-async def traced(tmp_path):
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory):
     """15 customers of one site each, a device at every other site and a car for every third
     customer, in batches of 3: 5 user batches and 5 location batches on 4 slots, so a stage that
-    waited for the one before it would leave slots idle."""
-    plan = sheet(tmp_path, 15, devices=1, every=2)
-    spans, ledger = await onboard(plan, emulator(tmp_path), batch_size=3)
+    waited for the one before it would leave slots idle. One slow run, shared by the tests."""
+    folder = tmp_path_factory.mktemp("traced")
+    plan = sheet(folder, 15, devices=1, every=2)
+    spans, ledger = asyncio.run(onboard(plan, emulator(folder, latency_ms=SLOW_MS), batch_size=3))
     assert {o.state for o in ledger.outcomes.values()} == {"created"}
     return plan, spans
 
@@ -183,17 +191,17 @@ async def test_the_slots_stay_busy_while_work_is_ready(traced):
     _, spans = traced
     writes = [s for s in spans if s.kind != "read"]
     busy = LIMIT * (max(s.started for s in writes) - min(s.started for s in writes))
-    idle, longest = idle_while_ready(spans)
-    # a staged pipeline: 12-14% and 0.6-0.8 latencies; this one 3-4% and 0.1 (the tool's own time
-    # between an answer and the next request)
-    assert idle < 0.08 * busy, f"{idle:.3f} slot-seconds idle while work was ready, of {busy:.3f}"
-    assert longest < 0.4 * LATENCY_MS / 1000, f"a slot stood idle for {longest:.3f} s while work was ready"
+    idle, longest = idle_while_ready(spans, excuse=SLOW_MS / 1000 / 10)
+    # measured on a 2-core machine, also under two extra busy processes: a staged pipeline idles
+    # 0.07-0.12 of the slot time, for stretches of 0.45-0.7 latencies; this one 0.00-0.03 and 0-0.25
+    assert idle < 0.05 * busy, f"slots idle {idle:.3f} s of {busy:.3f} s while work was ready"
+    assert longest < 0.4 * SLOW_MS / 1000, f"a slot idle for {longest:.3f} s while work was ready"
     assert max(sum(1 for o in spans if o.started <= s.started < o.ended) for s in spans) == LIMIT
 
 
 async def test_parents_go_before_children_so_that_children_unblock_early(traced):
     _, spans = traced
-    assert passed_over(spans, slack=LATENCY_MS / 1000 / 4) == []
+    assert passed_over(spans, slack=SLOW_MS / 1000 / 4) == []
     assert max(s.started for s in of(spans, "user")) < min(s.started for s in of(spans, "location"))
 
 
