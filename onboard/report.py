@@ -12,9 +12,10 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from onboard.errors import ConfigError, InputError
@@ -44,7 +45,10 @@ TO_FIX = ("failed", "invalid")
 """Statuses of the rows the user must fix: the errors file holds exactly these."""
 
 
-@dataclass
+NO_CELLS: Mapping[int, str] = MappingProxyType({})
+
+
+@dataclass(slots=True)
 class RowResult:
     number: int
     """The row as this file numbers it."""
@@ -54,9 +58,9 @@ class RowResult:
     resource_id: str | None = None
     error: str = ""
     warnings: str = ""
-    reasons: list[str] = field(default_factory=list)
+    reasons: Sequence[str] = ()
     """Each reason the row did not land, for counting the most frequent ones."""
-    cell_problems: dict[int, str] = field(default_factory=dict)
+    cell_problems: Mapping[int, str] = field(default_factory=lambda: NO_CELLS)
     """Column index -> reason, for marking the cells a person must fix."""
     origin: int | None = None
     """The row of the original sheet, when this file is one of the tool's outputs run again."""
@@ -109,11 +113,10 @@ def origins(sheet: Sheet) -> dict[int, int]:
 def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResult]:
     """One result per input row. Without a ledger (validate, dry run) valid rows are `valid`."""
     results = []
-    origin = origins(sheet)
     for row_plan in plan.rows:
         warnings = [w.message for w in row_plan.warnings]
         ids = dict(user_id=row_plan.user_id, location_id=row_plan.location_id, resource_id=row_plan.resource_id,
-                   origin=origin.get(row_plan.number))
+                   origin=row_plan.origin)
         if row_plan.skipped:
             results.append(RowResult(row_plan.number, "skipped", origin=ids["origin"]))
             continue
@@ -133,7 +136,7 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResu
                 warnings.extend(outcome.warnings)
         results.append(RowResult(row_plan.number, status, **ids, error=error,
                                  warnings="; ".join(dict.fromkeys(warnings)),
-                                 reasons=[error] if error and status in TO_FIX else []))
+                                 reasons=(error,) if error and status in TO_FIX else ()))
     return results
 
 
