@@ -17,7 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from onboard.records import Cell, Checked, Coordinates, Problem, Row, check_cells
+from onboard.records import Cell, Checked, Coordinates, Problem, Row, Sighting, check_cells, reads_like_total, words
 from onboard.template import TEMPLATE_EXAMPLE
 
 # Fixed forever: changing it would give every entity of every sheet a new ID.
@@ -81,10 +81,19 @@ class RowPlan:
     """The row of the original sheet, when this sheet is one of the tool's outputs run again."""
     row: Row | None = None
     """The validated cells, while planning needs them; let go once the plan is built."""
+    total_cell: str | None = None
+    """A cell outside the fields that reads like a totals line (`Totalt`), on a row without site or device."""
+    meters: Sighting | None = None
+    """The meter point ids of a row refused for something else, so a site sharing one still hears of it."""
 
     @property
     def valid(self) -> bool:
         return not self.problems
+
+    @property
+    def shown(self) -> int:
+        """The row number messages name: the original sheet's, through every fix-and-rerun round."""
+        return self.origin if self.origin is not None else self.number
 
     def refuse(self, problem: Problem) -> None:
         if not self.problems:
@@ -164,7 +173,8 @@ def _refuse_conflicts(rows: list[tuple[RowPlan, Row]], name: str, checks: dict[s
             continue
         refused = True
         for row_plan, _ in rows:
-            others = _rows_named(numbers, row_plan.number)
+            shown = {p.number: p.shown for p, _ in rows}
+            others = _rows_named([shown[n] for n in numbers], row_plan.shown)
             row_plan.refuse(Problem(column, f"{name} has a different {column} in {others}"))
     return refused
 
@@ -188,7 +198,8 @@ def build(checked: list[Checked]) -> Plan:
     for i, c in enumerate(checked):
         checked[i] = RowPlan(c.number, resource_id=positional.get(c.number), problems=c.problems,
                              warnings=c.warnings, skipped=c.skipped, origin=c.origin,
-                             row=c.row if c.valid else None)
+                             row=c.row if c.valid else None, total_cell=c.total_cell,
+                             meters=c.meters if not c.valid else None)
     plan = Plan(rows=checked)  # type: ignore[arg-type]
     valid = [p for p in plan.rows if p.row is not None]
     _refuse_totals_and_headings(plan, valid)
@@ -327,7 +338,7 @@ def _refuse_shared_ids(plan: Plan, valid: list[RowPlan]) -> None:
         for explicit, owners in holders.items():
             if len(owners) > 1:
                 rows = [p for group in owners.values() for p in group]
-                numbers = sorted(p.number for p in rows)
+                numbers = sorted(p.shown for p in rows)
                 for row_plan in rows:
                     row_plan.refuse(Problem(kind, f"{kind} {explicit!r} names different entities "
                                                      f"in rows {', '.join(map(str, numbers))}"))
@@ -349,27 +360,10 @@ def _register(plan: Plan, valid: list[RowPlan]) -> None:
 
 # rows that are not customers: totals and section headings
 
-TOTAL_WORDS = frozenset({
-    "total", "totals", "totalt", "totalsum", "totalsumma", "grandtotal", "subtotal", "subtotals", "sumtotal",
-    "sum", "sums", "summa", "summe", "delsum", "delsumma", "deltotal", "mellomsum", "ialt", "samtals",
-    "yhteensä", "yht", "välisumma", "kaikkiyhteensä", "antall", "antal", "count", "lukumäärä",
-})
-"""Words a totals row starts or ends with, in English, Norwegian, Swedish, Danish and Finnish
-(`I alt` and `Grand total` are matched as one word)."""
 KEEP_ON_PURPOSE = ("delete the row, or, to register it as a customer on purpose, give it a site or a device, "
                    "or fill its user_id")
 DIGIT_KEYS = 0.9
 """Share of the real customer keys holding a digit above which a key without one stands out."""
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"[^\W\d_]+", text.casefold())
-
-
-def _reads_like_total(key: str) -> bool:
-    words = _words(key)
-    return bool(words) and not TOTAL_WORDS.isdisjoint(
-        {words[0], words[-1], "".join(words[:2]), "".join(words[-2:])})
 
 
 def _has_digit(key: str) -> bool:
@@ -396,7 +390,7 @@ def _refuse_totals_and_headings(plan: Plan, valid: list[RowPlan]) -> None:
     real: dict[str, int] = {}
     for row_plan, row in _pairs(valid):
         if row.customer_id and (row.has_location or row.has_resource or row.user_id):
-            real.setdefault(row.customer_id, row_plan.number)
+            real.setdefault(row.customer_id, row_plan.shown)
     keyed = [(k, n) for k, n in real.items() if _has_digit(k)]
     digits = len(real) >= 3 and len(keyed) >= DIGIT_KEYS * len(real)
     numbers = sorted(p.number for p in plan.rows)
@@ -404,9 +398,12 @@ def _refuse_totals_and_headings(plan: Plan, valid: list[RowPlan]) -> None:
         key = row.customer_id
         if not key or key in real or row.user_id:
             continue
-        if _reads_like_total(key):
+        if reads_like_total(key):
             reason = f"{key!r} reads like a total, not a customer: the row has no site and no device"
-        elif digits and not _has_digit(key) and _words(key) and (placed := _placement(row_plan.number, numbers)):
+        elif row_plan.total_cell:
+            reason = (f"the row reads like a totals line ({row_plan.total_cell!r} in another column), not customer "
+                      f"{key!r}: it has no site and no device")
+        elif digits and not _has_digit(key) and words(key) and (placed := _placement(row_plan.number, numbers)):
             example, at = keyed[0]
             reason = (f"{key!r} reads like a section heading, not a customer: the row has no site and no device, "
                       f"{placed}, and its key holds no digit unlike the other customer keys "
@@ -438,6 +435,7 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan]) -> None:
     for site, mpids in meters.items():
         for mpid in mpids:
             holders[mpid].append(site)
+    _refuse_meters_of_refused_rows(plan, valid, holders)
     shared: dict[tuple[str, str], dict[tuple[str, str], list[str]]] = defaultdict(lambda: defaultdict(list))
     for mpid, location_ids in holders.items():
         if len(location_ids) < 2:
@@ -460,7 +458,7 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan]) -> None:
             rows = sites[other]
             first = rows[0][1]
             label = first.customer_id or first.user_id
-            numbers = ", ".join(str(p.number) for p, _ in rows)
+            numbers = ", ".join(str(p.shown) for p, _ in rows)
             by_ids[tuple(mpids)].append(f"{_site_name(label, _site_key(first))} "
                                         f"(row{'s' if len(rows) > 1 else ''} {numbers})")
             if first.customer_id == mine.customer_id and _same_but_spelling(first.location_ref, mine.location_ref):
@@ -471,6 +469,33 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan]) -> None:
         for row_plan, _ in sites[location_id]:
             row_plan.refuse(Problem("meter_point_ids", message))
             plan.counts["shared_meter_points"] += 1
+
+
+def _refuse_meters_of_refused_rows(plan: Plan, valid: list[RowPlan], holders: dict[str, list[tuple[str, str]]]) -> None:
+    """A row refused for another reason still names its meter point ids: a site of another row
+    holding one is refused too, both naming each other, so fixing the other cell later cannot let
+    the meter point onto two sites."""
+    refused = [p for p in plan.rows if p.meters]
+    if not refused:
+        return
+    rows_of: dict[tuple[str, str], list[RowPlan]] = defaultdict(list)
+    for row_plan, row in _pairs(valid):
+        if row_plan.valid and row.meter_point_ids:
+            rows_of[_customer_key(row), _site_key(row)].append(row_plan)
+    for other in refused:
+        for mpid in other.meters.meter_point_ids:
+            for site in holders.get(mpid, ()):
+                plans = rows_of[site]
+                if site[0] == other.meters.customer:  # the customer's own site: a refusal of its own is enough
+                    continue
+                numbers = ", ".join(str(p.shown) for p in plans)
+                other.refuse(Problem("meter_point_ids", f"meter point id {mpid} is also on row"
+                                     f"{'s' if len(plans) > 1 else ''} {numbers}: a meter point belongs to one site"))
+                for row_plan in plans:
+                    row_plan.refuse(Problem("meter_point_ids", (
+                        f"meter point id {mpid} is also on row {other.shown}, which is refused for another "
+                        "reason: a meter point belongs to one site")))
+                    plan.counts["shared_meter_points"] += 1
 
 
 def _warn_similar_site_refs(plan: Plan, valid: list[RowPlan]) -> None:
@@ -496,7 +521,7 @@ def _warn_similar_site_refs(plan: Plan, valid: list[RowPlan]) -> None:
         if len(refs) < 2:
             continue
         for ref, rows in refs.items():
-            others = "; ".join(f"{o!r} in row{'s' if len(r) > 1 else ''} {', '.join(str(p.number) for p in r)}"
+            others = "; ".join(f"{o!r} in row{'s' if len(r) > 1 else ''} {', '.join(str(p.shown) for p in r)}"
                                for o, r in refs.items() if o != ref)
             for row_plan in rows:
                 if row_plan.valid:
@@ -519,13 +544,13 @@ def _warn_repeated_devices(plan: Plan, valid: list[RowPlan]) -> None:
     for row, rows in alike.items():
         if len(rows) < 2:
             continue
-        numbers = [p.number for p in rows]
+        numbers = [p.shown for p in rows]
         label = row.customer_id or row.user_id
         site = _site_key(row)
         owner = _site_name(label, site) if site and row.resource_type != "Vehicle" else f"customer {label!r}"
         for row_plan in rows:
             row_plan.warn(Problem("resource_ref", (
-                f"{_rows_named(numbers, row_plan.number)} describe{'s' if len(rows) == 2 else ''} the same "
+                f"{_rows_named(numbers, row_plan.shown)} describe{'s' if len(rows) == 2 else ''} the same "
                 f"{row.resource_type} of {owner} without a resource_ref: each row registers a device "
                 f"({len(rows)} in all); if it is one device, delete the repeated rows, otherwise give each "
                 "its serial in resource_ref")))

@@ -27,6 +27,26 @@ from onboard.sheet import Sheet
 MAX_ID_LENGTH = 200
 MPID_DIGITS = 18
 
+TOTAL_WORDS = frozenset({
+    "total", "totals", "totalt", "totalsum", "totalsumma", "grandtotal", "subtotal", "subtotals", "sumtotal",
+    "sum", "sums", "summa", "summe", "delsum", "delsumma", "deltotal", "mellomsum", "ialt", "samtals",
+    "yhteensä", "yht", "välisumma", "kaikkiyhteensä", "antall", "antal", "count", "lukumäärä",
+})
+"""Words a totals row starts or ends with, in English, Norwegian, Swedish, Danish and Finnish
+(`I alt` and `Grand total` are matched as one word)."""
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[^\W\d_]+", text.casefold())
+
+
+def reads_like_total(text: str) -> bool:
+    """`Totalt`, `Sum total`, `I alt 2135 rader`: a totals line's first or last word(s)."""
+    found = words(text)
+    return bool(found) and not TOTAL_WORDS.isdisjoint(
+        {found[0], found[-1], "".join(found[:2]), "".join(found[-2:])})
+
+
 EXCEL_DAMAGE = ("stored as a number, Excel dropped digits: format the column as Text and type the id again")
 
 
@@ -42,6 +62,13 @@ class Cell(NamedTuple):
 class Problem(NamedTuple):
     field: str
     message: str
+
+
+class Sighting(NamedTuple):
+    """Meter point ids on a row refused for something else, and whose they are."""
+
+    customer: str
+    meter_point_ids: tuple[str, ...]
 
 
 class Refusal(NamedTuple):
@@ -146,6 +173,14 @@ def _split_meter_point_ids(text: str) -> tuple[str, ...] | Refusal:
         several = len(parts) > 1 and all(len(p) == MPID_DIGITS and p.isdigit() for p in parts)
         pieces += parts if several else [piece]
     return tuple(pieces)
+
+
+def _readable_meter_point_ids(text: str) -> tuple[str, ...]:
+    """The well-formed ids of a cell, ignoring the pieces that are not: for rows refused anyway."""
+    pieces = _split_meter_point_ids(text)
+    if isinstance(pieces, Refusal):
+        return ()
+    return tuple(dict.fromkeys(p for piece in pieces if isinstance(p := _parse_meter_point_id(piece), str)))
 
 
 def _meter_point_ids(cell: Cell | None, info: ValidationInfo) -> tuple[str, ...]:
@@ -260,6 +295,8 @@ class Row:
 
 
 FIELDS = tuple(Row.__pydantic_fields__)
+SITE_AND_DEVICE = ("location_ref", "location_id", "meter_point_ids", "latitude", "longitude", "resource_ref",
+                   "resource_id", "resource_type", "resource_meter_point_id")
 SHARED_KEYS = frozenset({"location_ref"})
 """Keys that repeat from row to row: the `home` of every customer."""
 _ROW = TypeAdapter(Row)
@@ -280,6 +317,10 @@ class Checked:
     """(field, text) of values that are none of the field's choices, for counting them per word."""
     hidden: bool = False
     """Hidden in the workbook."""
+    total_cell: str | None = None
+    """A cell outside the fields that reads like a totals line, on a row without site or device."""
+    meters: Sighting | None = None
+    """The customer and meter point ids a refused row names, as far as they can be read."""
     origin: int | None = None
     """The row of the original sheet, when this sheet is one of the tool's outputs run again."""
 
@@ -418,6 +459,7 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
     chosen = _chosen(sheet, where or [])
     origin_at = next((c.index for c in sheet.columns if c.own == "row"), None)
     shared = [(i, name) for i, name in fields if name in SHARED_KEYS]
+    field_at = {i for i, _ in fields}
     once: dict[str, str] = {}
     checked = []
     for row in sheet.rows:
@@ -435,5 +477,12 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
         result.hidden = row.hidden
         if origin_at is not None and (text := row.cells[origin_at].strip()).isdigit():
             result.origin = int(text)
+        if not result.skipped and not any(_text(cells.get(name)) for name in SITE_AND_DEVICE):
+            result.total_cell = next((t for i, t in enumerate(row.cells) if i not in field_at and t.strip()
+                                      and reads_like_total(t)), None)
+        if result.row is None and not result.skipped and (mpids := _text(cells.get("meter_point_ids"))):
+            readable = _readable_meter_point_ids(mpids)
+            customer = _text(cells.get("customer_id")) or _text(cells.get("user_id")) or ""
+            result.meters = Sighting(customer, readable) if readable else None
         checked.append(result)
     return checked
