@@ -3,7 +3,7 @@ with their reason, and ID columns stored as text so Excel cannot turn them into 
 
 Tables are written by rust_xlsxwriter (through the `rvgsrust-xlsxwriter` bindings) in its
 constant-memory mode: each row goes to disk as it is written, so a table of any length costs the
-same memory, and 100k rows take about 3 s where openpyxl took 23 s (README, "Writing for people").
+same memory, and 100k rows take 3 s of CPU where openpyxl took 42 s (README, "Which writer").
 The library writes every text as a text cell (never a formula, whatever it starts with, so it needs
 no `'` and reads back as it was), and the characters XML cannot hold in Excel's own escape,
 `_xHHHH_` (with the `_` of a text that already looks like one escaped as `_x005F_`), which Excel
@@ -37,6 +37,7 @@ EXCEL_CELL_CHARACTERS = 32_767
 CLOCK_FORMATS = {dt.time: "hh:mm:ss", dt.timedelta: "[h]:mm:ss"}
 """Number formats for the carried cells the library would otherwise write as text (dates and
 date-times it formats itself, as `yyyy-mm-dd` and `yyyy-mm-dd hh:mm:ss`)."""
+_CLOCKS = frozenset(CLOCK_FORMATS)
 
 Line = tuple[dict[int, str], list[Any]]
 """One row of a table: the cells to mark (position -> reason), and the values."""
@@ -132,9 +133,6 @@ class _Table:
 
     def close(self) -> None:
         self.sheet.autofilter(0, 0, self.row, max(0, self.width - 1))
-
-
-_CLOCKS = frozenset(CLOCK_FORMATS)
 
 
 def write_table(path: Path, title: str, headers: list[str], own: dict[str, int], rows: Iterable[Line],
