@@ -244,8 +244,10 @@ def _table(sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult], bool],
     for sheet_row, result in pairs:
         if not keep(result):
             continue
-        values = (sheet_row.values if typed else sheet_row.cells)[:inputs] + appended
-        cells = sheet_row.cells
+        cells, carried = sheet_row.cells, sheet_row.values if typed else sheet_row.cells
+        if len(cells) < inputs or len(carried) < inputs:  # a row shorter than the header: nothing shifts left
+            cells, carried = cells + [""] * (inputs - len(cells)), carried + [""] * (inputs - len(carried))
+        values = carried[:inputs] + appended
         for index in as_text:
             values[index] = cells[index]
         for (position, overlays), value in zip(placed, _own_values(result), strict=True):
