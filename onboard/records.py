@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import BeforeValidator, TypeAdapter, ValidationError, ValidationInfo
+from pydantic import PlainValidator, TypeAdapter, ValidationError, ValidationInfo
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_core import PydanticCustomError
 
@@ -106,14 +106,21 @@ def _clean(text: str) -> str:
     return text.replace("\u00a0", " ").strip() if text else text
 
 
-def _text(cell: Cell | None) -> str | None:
-    """A cell's text, blank as None; cells arrive cleaned of surrounding and non-breaking spaces."""
-    return (cell.text or None) if cell is not None else None
+def _text(cell: str | Cell | None) -> str | None:
+    """A cell's text, blank as None. Cells arrive cleaned of surrounding and non-breaking spaces, as
+    plain text, or as a `Cell` when the file gave them another type (a number Excel may have damaged)."""
+    if cell is None:
+        return None
+    return (cell or None) if cell.__class__ is str else (cell.text or None)
+
+
+def _numeric(cell: str | Cell | None) -> bool:
+    return cell is not None and cell.__class__ is not str and cell.numeric
 
 
 def _key(cell: Cell | None) -> str | None:
     text = _text(cell)
-    if text is not None and cell.numeric and abs(cell.value) >= 1e15:
+    if text is not None and _numeric(cell) and abs(cell.value) >= 1e15:
         raise _refuse(f"{text} was {EXCEL_DAMAGE.replace('the id', 'the value')}")
     return text
 
@@ -187,10 +194,10 @@ def _meter_point_ids(cell: Cell | None, info: ValidationInfo) -> tuple[str, ...]
     text = _text(cell)
     if text is None:
         return ()
-    if not cell.numeric and _PLAIN_ID.fullmatch(text):  # the common case: one clean id
+    if not _numeric(cell) and _PLAIN_ID.fullmatch(text):  # the common case: one clean id
         return (meter_point_id(text, info),)
     pieces = _split_meter_point_ids(text)
-    if cell.numeric or isinstance(pieces, Refusal):
+    if _numeric(cell) or isinstance(pieces, Refusal):
         raise _refuse(f"meter point id {text!r} was {EXCEL_DAMAGE}")
     ids: list[str] = []
     for piece in pieces:
@@ -204,7 +211,7 @@ def _single_meter_point_id(cell: Cell | None, info: ValidationInfo) -> str | Non
     text = _text(cell)
     if text is None:
         return None
-    if cell.numeric:
+    if _numeric(cell):
         raise _refuse(f"meter point id {text!r} was {EXCEL_DAMAGE}")
     return meter_point_id(text, info)
 
@@ -254,8 +261,8 @@ def _choice(enum, name: str):
     return check
 
 
-Key = Annotated[str | None, BeforeValidator(_key)]
-ExplicitId = Annotated[str | None, BeforeValidator(_explicit_id)]
+Key = Annotated[str | None, PlainValidator(_key)]
+ExplicitId = Annotated[str | None, PlainValidator(_explicit_id)]
 
 
 @pydantic_dataclass(frozen=True, slots=True)
@@ -267,14 +274,14 @@ class Row:
     user_id: ExplicitId = None
     location_ref: Key = None
     location_id: ExplicitId = None
-    location_type: Annotated[str | None, BeforeValidator(_choice(LocationType, "location_type"))] = None
-    meter_point_ids: Annotated[tuple[str, ...], BeforeValidator(_meter_point_ids)] = ()
-    latitude: Annotated[float | None, BeforeValidator(_degrees("latitude", 90))] = None
-    longitude: Annotated[float | None, BeforeValidator(_degrees("longitude", 180))] = None
+    location_type: Annotated[str | None, PlainValidator(_choice(LocationType, "location_type"))] = None
+    meter_point_ids: Annotated[tuple[str, ...], PlainValidator(_meter_point_ids)] = ()
+    latitude: Annotated[float | None, PlainValidator(_degrees("latitude", 90))] = None
+    longitude: Annotated[float | None, PlainValidator(_degrees("longitude", 180))] = None
     resource_ref: Key = None
     resource_id: ExplicitId = None
-    resource_type: Annotated[str | None, BeforeValidator(_choice(ResourceType, "resource_type"))] = None
-    resource_meter_point_id: Annotated[str | None, BeforeValidator(_single_meter_point_id)] = None
+    resource_type: Annotated[str | None, PlainValidator(_choice(ResourceType, "resource_type"))] = None
+    resource_meter_point_id: Annotated[str | None, PlainValidator(_single_meter_point_id)] = None
 
     @property
     def coordinates(self) -> Coordinates | None:
@@ -440,7 +447,7 @@ def _mapped(cells: dict[str, Cell], mapping: Mapping | None, used: set[tuple[str
             continue
         word = mapping.word(name, text)
         if word is not None:
-            cells[name] = Cell(_clean(mapping.values[name][word]))
+            cells[name] = _clean(mapping.values[name][word])
             if used is not None:
                 used.add((name, word))
     return cells
@@ -463,11 +470,14 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
     once: dict[str, str] = {}
     checked = []
     for row in sheet.rows:
-        cells = _mapped({name: Cell(_clean(row.cells[i]), row.values[i]) for i, name in fields}, mapping,
-                        used_values)
+        values = row.values
+        cells = {name: _clean(row.cells[i]) if values[i].__class__ is str else Cell(_clean(row.cells[i]), values[i])
+                 for i, name in fields}
+        cells = _mapped(cells, mapping, used_values)
         for _, name in shared:  # one string for `home` on a million rows, not a million
             cell = cells[name]
-            cells[name] = Cell(once.setdefault(cell.text, cell.text), cell.value)
+            if cell.__class__ is str:
+                cells[name] = once.setdefault(cell, cell)
         if chosen is not None and not chosen(row.cells):
             text = {name: _text(cells.get(name)) for name in FIELDS}
             kind = resolve("resource_type", text["resource_type"]) if text["resource_type"] else None

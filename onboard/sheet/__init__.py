@@ -79,7 +79,8 @@ class Rows:
             widest = max(widest, filled)
             if filled < width:
                 values += [""] * (width - filled)
-            row = SheetRow(number, [cell_text(v) for v in values], values, number in hidden)
+            cells = [v if v.__class__ is str else cell_text(v) for v in values]
+            row = SheetRow(number, cells, values, number in hidden)
             if self._kept is not None:
                 kept.append(row)
             yield row
@@ -200,7 +201,8 @@ def _filled(values: list[object]) -> bool:
 def _width(values: list[object]) -> int:
     """Columns up to the last filled cell, so a stray blank cell far right adds no column."""
     for i in range(len(values) - 1, -1, -1):
-        if cell_text(values[i]).strip():
+        value = values[i]
+        if value.strip() if value.__class__ is str else value is not None and cell_text(value).strip():
             return i + 1
     return 0
 
