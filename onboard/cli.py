@@ -223,6 +223,10 @@ def _validated(outputs: report.Outputs, intake: Intake, started: str) -> int:
     return _finish(outputs, intake, results, _summary(intake, results, None, started=started, finished=_now()))
 
 
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
 
@@ -325,8 +329,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         code = _finish(outputs, intake, results, summary)
         folded_into = report.original_results(sheet.path, outputs)
         if folded_into is not None:
-            updated = report.fold_back(folded_into, sheet, results, sheets.read)
-            print(f"  {updated} rows brought up to date in {folded_into}")
+            folded = report.fold_back(folded_into, sheet, results, sheets.read)
+            print(f"  {_rows(folded.updated)} brought up to date in {folded_into}"
+                  + (f"; {_rows(folded.added)} with no original row of their own (added by hand) are in "
+                     f"{outputs.results.name} only" if folded.added else ""))
         if stopped is None:
             journal.finish()
     finally:

@@ -286,6 +286,10 @@ def _summary_rows(summary: dict) -> list[list[Any]]:
         rows.append([])
         rows.append(["column", "use"])
         rows += [[c["header"], c["use"]] for c in summary["columns"]]
+    if summary.get("earlier"):
+        rows.append([])
+        rows.append(["as the original run wrote it", ""])
+        rows += summary["earlier"]
     return rows
 
 
@@ -403,24 +407,40 @@ def original_results(source: Path, outputs: Outputs) -> Path | None:
     return target
 
 
-def fold_back(target: Path, sheet: Sheet, results: list[RowResult], read: Callable[[Path], Sheet]) -> int:
+FOLDED = ("created", "exists", "failed", "invalid")
+"""Statuses that say where a row stands now; `skipped` and `not sent` rows keep what the file said."""
+
+
+@dataclass(frozen=True)
+class Folded:
+    updated: int
+    """Original rows brought up to date."""
+    added: int
+    """Rows of this run with no original row of their own (typed in, or copied from another row)."""
+
+
+def fold_back(target: Path, sheet: Sheet, results: list[RowResult], read: Callable[[Path], Sheet]) -> Folded:
     """Bring the rows of this run (an errors file, run again) into the original results file, matched
-    by the original row number: their cells as fixed, their new status and IDs. Returns how many rows
-    were brought up to date.
+    by the original row number: their cells as fixed, their new status and IDs. A row without an
+    original number, or a second row with the same one, is the user's own addition: it stays in this
+    run's outputs only.
 
     Only this run's rows are held; the original's are streamed from the old file into the new one,
     and its Summary counts them as they pass."""
     original = read(target)
     at = {row: number for number, row in origins(original).items()}
     if not at:
-        return 0
+        return Folded(0, 0)
     fixed: dict[int, tuple[SheetRow, RowResult]] = {}
-    updated = 0
+    added = 0
     for sheet_row, result in zip(sheet.rows, results, strict=True):
-        number = at.get(result.row)
-        if number is not None:
+        number = at.get(result.origin) if result.origin is not None else None
+        if number is None or number in fixed:
+            added += result.status in FOLDED
+            continue
+        if result.status in FOLDED:
             fixed[number] = (sheet_row, result)
-            updated += 1
+    updated = len(fixed)
     headers = {c.header: c.index for c in sheet.columns if c.header and not c.own}
     carried = [(column.index, headers[column.header]) for column in original.columns
                if column.header in headers and not column.own and column.field not in ID_FIELDS]
@@ -440,15 +460,30 @@ def fold_back(target: Path, sheet: Sheet, results: list[RowResult], read: Callab
             statuses[result.status] += 1
             yield row, result
 
+    earlier = _earlier_summary(target) if original.format == "xlsx" else []
+
     def summary() -> dict[str, Any]:
         return {"rows": statuses.total(), "status": {s: statuses[s] for s in STATUS_ORDER if statuses[s]},
-                "entities": {}, "notices": {"last brought up to date by": sheet.path.name}}
+                "entities": {}, "notices": {"last brought up to date by": sheet.path.name}, "earlier": earlier}
 
     if original.format == "xlsx":
         write_xlsx(target, original, pairs(), lambda r: True, "Results", summary)
     else:
         write_csv(target, original, pairs(), lambda r: True)
-    return updated
+    return Folded(updated, added)
+
+
+def _earlier_summary(path: Path) -> list[list[Any]]:
+    """The Summary sheet the original run wrote, but for its row counts (recounted now)."""
+    from python_calamine import CalamineError, CalamineWorkbook
+
+    try:
+        book = CalamineWorkbook.from_path(str(path))
+        lines = book.get_sheet_by_name("Summary").to_python() if "Summary" in book.sheet_names else []
+    except (CalamineError, OSError, ValueError):
+        return []
+    kept = [list(line) for line in lines if not (line and str(line[0]).startswith(("rows", "status ")))]
+    return kept
 
 
 def _recorded(sheet: Sheet, row) -> dict[str, Any]:

@@ -352,3 +352,29 @@ def test_messages_of_an_errors_file_run_name_the_original_rows(capsys, tmp_path)
     run(capsys, "run", path, *local(state))
     code, _, err = run(capsys, "run", tmp_path / "x.errors.csv", *local(state))
     assert "row 2 (row 10 of the original sheet)" in err and "is also on row 11" in err
+
+
+def test_the_original_results_keep_every_row_true_whatever_the_errors_file_holds(capsys, tmp_path):
+    rows = [["1", "home", MPIDS[0], "SN1", "HVAC"], ["2", "home", "12", "SN2", "HVAC"],
+            ["3", "home", "13", "SN3", "HVAC"]]
+    path = write_csv(tmp_path / "c.csv", rows, ["customer_id", "location_ref", "meter_point_ids", "resource_ref",
+                                                "resource_type"])
+    state = tmp_path / "e.sqlite"
+    run(capsys, "run", path, *local(state))
+    errors = read_csv(tmp_path / "c.errors.csv")
+    errors[0]["meter_point_ids"] = MPIDS[1]  # row 3 fixed
+    copy = dict(errors[0], resource_ref="SN2-EXTRA")  # a second device, copied from row 3
+    typed = dict(errors[0], customer_id="5", row="", meter_point_ids=MPIDS[2], resource_ref="SN5")  # a new customer
+    with (tmp_path / "c.errors.csv").open("w", newline="", encoding="utf-8") as handle:
+        import csv
+
+        writer = csv.DictWriter(handle, fieldnames=list(errors[0]))
+        writer.writeheader()
+        writer.writerows([errors[0], copy, errors[1], typed])
+    code, out, err = run(capsys, "run", tmp_path / "c.errors.csv", "--where", "resource_ref!=SN3", *local(state))
+    assert "1 row brought up to date" in out and "2 rows with no original row of their own" in out, out + err
+    final = read_csv(tmp_path / "c.results.csv")
+    assert [(r["row"], r["customer_id"], r["status"]) for r in final] == [
+        ("2", "1", "created"), ("3", "2", "created"), ("4", "3", "invalid")]
+    assert final[1]["resource_ref"] == "SN2" and final[2]["error"], "the skipped row keeps its refusal"
+    assert state_counts(state)["users"] == 3

@@ -183,9 +183,10 @@ def test_the_folded_results_summary_counts_every_row(capsys, tmp_path):
     errors.worksheets[0].cell(2, header.index("meter_point_ids") + 1).value = MPIDS[1]
     errors.save(tmp_path / "in.errors.xlsx")
     code, out, err = run(capsys, "run", tmp_path / "in.errors.xlsx", *local(state))
-    assert code == 0 and "1 rows brought up to date" in out, err
+    assert code == 0 and "1 row brought up to date" in out, err
     final = load_workbook(tmp_path / "in.results.xlsx")
     assert [r["status"] for r in read_xlsx(tmp_path / "in.results.xlsx")] == ["created"] * 3
     summary = {r[0]: r[1] for r in final["Summary"].iter_rows(values_only=True) if r and r[0]}
     assert summary["rows"] == 3 and summary["status created"] == 3
     assert summary["last brought up to date by"] == "in.errors.xlsx"
+    assert str(summary["tool"]).startswith("onboard ") and summary["input"].endswith("in.xlsx"), "the first run's summary stays"
