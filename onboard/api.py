@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import httpx
@@ -29,8 +29,10 @@ from tenacity.wait import wait_random_exponential
 
 from onboard import __version__, contract
 from onboard.errors import ApiMalformed, ApiUnavailable, AuthError, printable
-from onboard.plan import Location, Resource, User
 from onboard.settings import Target, Tuning, masked
+
+if TYPE_CHECKING:
+    from onboard.plan import Location, Resource, User
 
 T = TypeVar("T")
 
@@ -551,17 +553,17 @@ class Api:
                             "access to it")
         if not response.is_success:
             return Answer(response.status_code, None, _message(response, self.redactor), ambiguous)
-        flaw = self.redactor.words(_flaw(op, response))
+        body, flaw = _documented(op, response)
         if flaw and not writes:
             raise ApiMalformed(
-                f"the API answered {op.method} {op.template} with {flaw}, not what its contract documents: check "
-                "--base-url; what is done is kept: run the same command again to resume"
+                f"the API answered {op.method} {op.template} with {self.redactor.words(flaw)}, not what its contract "
+                "documents: check --base-url; what is done is kept: run the same command again to resume"
             )
         if flaw:
-            return Answer(response.status_code, None, f"the API answered {response.status_code} with {flaw}, not "
-                          "what its contract documents, so whether this was registered is unknown: the next run "
-                          "looks it up", ambiguous, malformed=True)
-        return Answer(response.status_code, _without_nulls(_body(response)[0]), "", ambiguous)
+            return Answer(response.status_code, None, f"the API answered {response.status_code} with "
+                          f"{self.redactor.words(flaw)}, not what its contract documents, so whether this was "
+                          "registered is unknown: the next run looks it up", ambiguous, malformed=True)
+        return Answer(response.status_code, body, "", ambiguous)
 
     # what the pipeline asks
 
@@ -596,20 +598,36 @@ class Api:
         return await self.call("GetResourcesForUser", userId=user_id)
 
 
-def _flaw(op: contract.Operation, response: httpx.Response) -> str:
-    """What is wrong with a success answer's body: empty when it has the documented shape. A write
-    may answer without a body (the client does not read it); a read must answer its documented
-    JSON, since the run decides on it."""
+def _documented(op: contract.Operation, response: httpx.Response) -> tuple[Any, str]:
+    """A success answer's body as the pipeline takes it, and what is wrong with it (empty when it
+    has the documented shape). A write may answer without a body (the client does not read it); a
+    read must answer its documented JSON, since the run decides on it."""
     body, not_json = _body(response)
     if not_json:
-        return not_json
+        return None, not_json
     reads = op.method == "GET"
     if not response.content:
-        return "an empty body" if reads else ""
+        return None, "an empty body" if reads else ""
     problems = contract.answer_problems(op.id, response.status_code, body)
     if problems is None:
-        return f"a {response.status_code} it does not document for this read" if reads else ""
-    return f"JSON of another shape ({problems[0]})" if problems else ""
+        return None, f"a {response.status_code} it does not document for this read" if reads else ""
+    if problems:
+        return None, f"JSON of another shape ({problems[0]})"
+    return _without_nulls(body), ""
+
+
+def _proxied(*urls: str) -> bool:
+    """Whether the environment sends any of `urls` through a proxy (`HTTPS_PROXY`, `NO_PROXY`, ...).
+    Such a run keeps httpx's own pool, which follows those variables as it always did; aiohttp
+    would look them up again on every request."""
+    from urllib.request import getproxies, proxy_bypass
+
+    proxies = getproxies()
+    for url in urls:
+        parts = urlsplit(url)
+        if (proxies.get(parts.scheme) or proxies.get("all")) and not proxy_bypass(parts.hostname or ""):
+            return True
+    return False
 
 
 @asynccontextmanager
@@ -621,6 +639,10 @@ async def connect(target: Target, concurrency: int = 16, tuning: Tuning | None =
         from onboard.emulator import EmulatorSettings, create_app
 
         transport = httpx.ASGITransport(app=create_app(emulator_knobs or EmulatorSettings()))
+    elif transport is None and not _proxied(target.base_url, target.token_url):
+        from onboard.transport import AiohttpTransport
+
+        transport = AiohttpTransport(concurrency)
     stats = stats or Stats()
     auth = ClientCredentials(target.token_url, target.client_id, target.client_secret, stats=stats,
                              redactor=Redactor.for_target(target))
