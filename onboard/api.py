@@ -455,6 +455,7 @@ class Api:
         self.tuning = tuning
         self.stats = stats
         self.redactor = auth.redactor
+        self.base_url = str(client.base_url).rstrip("/")
 
     def _retrying(self, deadline: Deadline) -> AsyncRetrying:
         jitter = wait_random_exponential(multiplier=self.tuning.retry_base, max=self.tuning.retry_cap)
@@ -494,51 +495,68 @@ class Api:
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise Transient(self.redactor.words(why), maybe_sent=not unsent) from exc
 
+    async def _persist(self, deadline: Deadline, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt` until it succeeds or the retrying gives up (re-raising its last `Transient`).
+        Most calls succeed at once, so tenacity is set up only after a first failure, which it
+        then takes as its own first attempt: the same waits and stops, without its cost per call."""
+        try:
+            return await attempt()
+        except Transient as failure:
+            first: Transient | None = failure
+        async for retry in self._retrying(deadline):
+            with retry:
+                if first is not None:
+                    failed, first = first, None
+                    raise failed
+                return await attempt()
+        raise AssertionError("tenacity ended without an outcome")  # reraise=True re-raises the last failure
+
     async def sign_in(self) -> None:
         deadline = Deadline(self.tuning.retry_deadline)
         try:
-            async for attempt in self._retrying(deadline):
-                with attempt:
-                    await self._attempt(deadline, lambda: self.auth.sign_in(self.client))
+            await self._persist(deadline, lambda: self._attempt(deadline, lambda: self.auth.sign_in(self.client)))
         except Transient as exc:
             raise ApiUnavailable(f"the token endpoint {self.auth.shown_url} did not answer: {exc}") from None
 
     async def call(self, operation_id: str, *, json: Any = None, params: dict | None = None,
                    **path: str) -> Answer:
         op = contract.operation(operation_id)
-        url = op.path(**path)
+        url = self.base_url + op.path(**path)  # absolute: httpx parses it once instead of merging it
         writes = op.method != "GET"
         deadline = Deadline(self.tuning.retry_deadline)
         ambiguous = False
         refused_token = False
         tries = 0
-        response: httpx.Response | None = None
+
+        async def attempt() -> httpx.Response:
+            nonlocal ambiguous, refused_token, tries
+            tries += 1
+            refused_token = False
+            async with self.throttle as started:
+                self.stats.requests += 1
+                try:
+                    response = await self._attempt(
+                        deadline, lambda: self.client.request(op.method, url, json=json, params=params))
+                except Transient as exc:
+                    ambiguous |= writes and exc.maybe_sent
+                    raise
+            self.stats.by_status[response.status_code] += 1
+            if response.status_code == 429:
+                self.stats.throttled += 1
+                self.throttle.throttled(started)
+                raise Transient("429 Too Many Requests", retry_after(response))
+            if response.status_code >= 500:
+                ambiguous |= writes
+                raise Transient(self.redactor.words(f"{response.status_code} {response.reason_phrase}"),
+                                retry_after(response))
+            refused_token = response.status_code == 401
+            if refused_token:
+                raise Transient("401 Unauthorized, even with a fresh token")
+            self.throttle.succeeded()
+            return response
+
         try:
-            async for attempt in self._retrying(deadline):
-                with attempt:
-                    tries += 1
-                    refused_token = False
-                    async with self.throttle as started:
-                        self.stats.requests += 1
-                        try:
-                            response = await self._attempt(
-                                deadline, lambda: self.client.request(op.method, url, json=json, params=params))
-                        except Transient as exc:
-                            ambiguous |= writes and exc.maybe_sent
-                            raise
-                    self.stats.by_status[response.status_code] += 1
-                    if response.status_code == 429:
-                        self.stats.throttled += 1
-                        self.throttle.throttled(started)
-                        raise Transient("429 Too Many Requests", retry_after(response))
-                    if response.status_code >= 500:
-                        ambiguous |= writes
-                        raise Transient(self.redactor.words(f"{response.status_code} {response.reason_phrase}"),
-                                        retry_after(response))
-                    refused_token = response.status_code == 401
-                    if refused_token:
-                        raise Transient("401 Unauthorized, even with a fresh token")
-                    self.throttle.succeeded()
+            response = await self._persist(deadline, attempt)
         except Transient as exc:
             if refused_token:
                 raise AuthError("the API keeps refusing freshly issued tokens (401): check the client's access "
@@ -547,7 +565,6 @@ class Api:
                 f"the API did not answer {op.method} {op.template} after {tries} attempts "
                 f"({exc}); what is done is kept: run the same command again to resume"
             ) from None
-        assert response is not None
         if response.status_code == 403:
             raise AuthError(f"the API refused {op.method} {op.template} (403 Forbidden): the client has no "
                             "access to it")

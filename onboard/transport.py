@@ -65,20 +65,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 over one aiohttp session of at most `connections` connections. Redirects, cookies,
     decompression and auth stay httpx's: aiohttp is told to do none of them."""
 
-    def __init__(self, connections: int, verify: ssl.SSLContext | bool = True) -> None:
+    def __init__(self, connections: int) -> None:
         self._connections = connections
-        self._verify = verify
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple, aiohttp.ClientTimeout] = {}
+        self._tls: ssl.SSLContext | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         """In the running event loop, at the first request: aiohttp binds its session to the loop."""
-        verify = httpx.create_ssl_context() if self._verify is True else self._verify
-        connector = aiohttp.TCPConnector(limit=self._connections, ssl=verify)
+        connector = aiohttp.TCPConnector(limit=self._connections)
         self._session = aiohttp.ClientSession(
             connector=connector, cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False,
             timeout=aiohttp.ClientTimeout(), skip_auto_headers=_HTTPX_SETS)
         return self._session
+
+    def _verified(self) -> ssl.SSLContext:
+        """httpx's own TLS settings (certifi's roots, or SSL_CERT_FILE/SSL_CERT_DIR), made at the
+        first https request: loading the roots takes tens of milliseconds."""
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
+        return self._tls
 
     def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
         given = request.extensions.get("timeout", {})
@@ -98,6 +104,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             answer = await session.request(
                 request.method, url, headers=headers,
                 data=content or None, allow_redirects=False, timeout=self._timeout(request),
+                ssl=self._verified() if url.scheme == "https" else True,
             )
         extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (answer.reason or "").encode("latin-1", "replace")}
         return httpx.Response(answer.status, headers=answer.raw_headers, stream=_Body(answer), extensions=extensions)

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import socket
 import socketserver
+import ssl
 import struct
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.client import HTTPConnection
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -245,6 +248,52 @@ async def test_a_connection_never_made_is_a_connect_error():
     async with httpx.AsyncClient(transport=AiohttpTransport(4)) as client:
         with pytest.raises(httpx.ConnectError):
             await client.post(f"http://127.0.0.1:{_free_port()}{API}/users", json={"userId": "u"})
+
+
+class Tls(socketserver.ThreadingTCPServer):
+    """Answers every request with 200 over TLS, with a certificate for 127.0.0.1 that only
+    `cert` vouches for."""
+
+    daemon_threads = True
+
+    def __init__(self, folder: Path) -> None:
+        self.cert, key = folder / "cert.pem", folder / "key.pem"
+        made = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                               "-nodes", "-keyout", str(key), "-out", str(self.cert), "-days", "1", "-subj",
+                               "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True)
+        assert made.returncode == 0, made.stderr
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, key)
+
+        def handle(handler: socketserver.StreamRequestHandler) -> None:
+            while handler.rfile.readline().strip():
+                pass
+            handler.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}")
+
+        super().__init__(("127.0.0.1", 0), type("Handler", (socketserver.StreamRequestHandler,), {"handle": handle}))
+        self.socket = context.wrap_socket(self.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server_address[1]}/"
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command to make a certificate")
+async def test_tls_is_verified_as_httpx_verifies_it(tmp_path, monkeypatch):
+    """httpx's roots (certifi, or SSL_CERT_FILE): a certificate they do not vouch for is refused
+    before anything is sent."""
+    server = Tls(tmp_path)
+    try:
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        async with httpx.AsyncClient(transport=AiohttpTransport(2)) as client:
+            with pytest.raises(httpx.ConnectError, match="certificate"):
+                await client.get(server.url)
+        monkeypatch.setenv("SSL_CERT_FILE", str(server.cert))
+        async with httpx.AsyncClient(transport=AiohttpTransport(2)) as client:
+            assert (await client.get(server.url)).json() == {}
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # a proxy named by the environment
