@@ -25,8 +25,9 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+# make bench; one part: make bench BENCH="api sequential"; a smoke run: make bench BENCH=--quick
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench.py
+	$(BIN)/python benchmarks/bench.py $(BENCH)
 
 templates: $(STAMP)
 	$(BIN)/onboard template templates/customers-template.xlsx --force
