@@ -1,9 +1,10 @@
 """Calling the Energy Coordination API: where a planned entity becomes a request.
 
-One `httpx.AsyncClient` serves every environment: the real API over the network, or the emulator
-in-process over `httpx.ASGITransport`, so local rehearsals exercise the very code path a
-production run takes. Around each call: OAuth (an `httpx.Auth`), retries with backoff and full
-jitter (tenacity), and a concurrency limit that halves on 429 and grows back slowly.
+One `httpx.AsyncClient` serves every environment: the real API over the network (aiohttp's
+connection pool underneath, `onboard.transport`), or the emulator in-process over
+`httpx.ASGITransport`, so local rehearsals exercise the very code path a production run takes.
+Around each call: OAuth (an `httpx.Auth`), retries with backoff and full jitter (tenacity), and a
+concurrency limit that halves on 429 and grows back slowly.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import httpx
 from pydantic import BaseModel, Field, SecretStr, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_random_exponential
 
 from onboard import __version__, contract
 from onboard.errors import ApiMalformed, ApiUnavailable, AuthError, printable
 from onboard.settings import Target, Tuning, masked
 
 if TYPE_CHECKING:
+    from tenacity import AsyncRetrying, RetryCallState
+
     from onboard.plan import Location, Resource, User
 
 T = TypeVar("T")
@@ -458,6 +459,9 @@ class Api:
         self.base_url = str(client.base_url).rstrip("/")
 
     def _retrying(self, deadline: Deadline) -> AsyncRetrying:
+        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+        from tenacity.wait import wait_random_exponential
+
         jitter = wait_random_exponential(multiplier=self.tuning.retry_base, max=self.tuning.retry_cap)
 
         def wait(state) -> float:
@@ -490,7 +494,7 @@ class Api:
             why = (f"no complete answer within {limit:g} s" if limit < left else
                    f"no complete answer within the {deadline.seconds:g} s retry deadline")
             raise Transient(why, maybe_sent=True) from None
-        except httpx.RequestError as exc:
+        except httpx.RequestError as exc:  # sent, maybe, unless no connection was made (`onboard.transport`)
             unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise Transient(self.redactor.words(why), maybe_sent=not unsent) from exc

@@ -439,11 +439,12 @@ def test_help_loads_no_http_client_emulator_app_or_writer():
                          "openapi_schema_validator", "tenacity"}
 
 
-def test_a_run_whose_answers_fit_never_loads_jsonschema(tmp_path, served):
-    """Answers are checked by the compiled check; jsonschema is only for saying what is wrong."""
+def test_a_run_without_failures_loads_neither_jsonschema_nor_tenacity(tmp_path, served):
+    """Answers are checked by the compiled check, jsonschema only says what is wrong; tenacity is
+    set up only after a failure."""
     _, base = served()
     source = write_csv(tmp_path / "in.csv", [["c1", "home", "", MPIDS[0], "", "", "SN1", "Charger"]], HEADERS)
     code = ("import os\nfrom onboard.cli import main\n"
             "os.environ.update(SPARK_CLIENT_ID='partner', SPARK_CLIENT_SECRET='s3cret')\n"
             f"assert main(['run', {str(source)!r}, *{_target(base)!r}]) == 0")
-    assert not _imported_by(code) & {"jsonschema", "openapi_schema_validator"}
+    assert not _imported_by(code) & {"jsonschema", "openapi_schema_validator", "tenacity"}
