@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import gc
 import os
 import sys
 import time
@@ -112,7 +113,27 @@ class Intake:
     unrecognised: dict[str, dict[str, int]]
 
 
+@contextlib.contextmanager
+def _bulk():
+    """Hold Python's cycle collector while rows become records: it walks every live object each time
+    enough new ones appear, which over a million rows costs more than the work itself, and rows make
+    no cycles. What survives (the plan) is then frozen out of its walks for the rest of the run."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
 def _read(args: argparse.Namespace) -> Intake:
+    with _bulk():
+        return _intake(args)
+
+
+def _intake(args: argparse.Namespace) -> Intake:
     from onboard import mapping as mappings
     from onboard import plan as planning
     from onboard import records, report
@@ -123,25 +144,27 @@ def _read(args: argparse.Namespace) -> Intake:
     _show_columns(sheet)
     sheets.check_columns(sheet)
     where = [records.Condition.parse(text) for text in args.where or []]
-    checked = records.check(sheet, args.strict_meter_ids, mapping, where)
+    used: set[tuple[str, str]] = set()
+    checked = records.check(sheet, args.strict_meter_ids, mapping, where, used)
+    hidden = sum(1 for c in checked if c.hidden)
+    unrecognised: dict[str, Counter] = {}
+    for c in checked:
+        for name, text in c.unknown:
+            unrecognised.setdefault(name, Counter())[text] += 1
     plan = planning.build(checked)
+    del checked
     notices, counts = [], {}
     headers = {mappings.normalise(c.header) for c in sheet.columns}
     for given in mapping.columns:
         if mappings.normalise(given) not in headers:
             notices.append(f"the mapping names column {given!r}, which the sheet does not have")
-    for name, word in records.unused_values(sheet, mapping):
+    for name, word in records.unused_values(mapping, used):
         notices.append(f"the mapping's {name} value {word!r} appears in no row")
-    hidden = sum(1 for row in sheet.rows if getattr(row, "hidden", False))
     if hidden:
         counts["hidden rows"] = hidden
         notices.append(f"{hidden} rows are hidden in the workbook (filtered out or hidden by hand); they are read "
                        'like the others: choose rows with --where "Column=value"' if not where else
                        f"{hidden} rows are hidden in the workbook; --where chooses which rows are read")
-    unrecognised: dict[str, Counter] = {}
-    for c in checked:
-        for name, text in c.unknown:
-            unrecognised.setdefault(name, Counter())[text] += 1
     for name, words in unrecognised.items():
         listed = ", ".join(f"{word!r} ({n} rows)" for word, n in words.most_common(8))
         more = f" and {len(words) - 8} more" if len(words) > 8 else ""
@@ -193,7 +216,8 @@ def _finish(outputs: report.Outputs, intake: Intake, results: list[report.RowRes
     """Write the outputs, then say what happened; the exit code says whether anything is left to fix."""
     from onboard import report
 
-    errors_written = report.write(outputs, intake.sheet, results, summary)
+    with _bulk():
+        errors_written = report.write(outputs, intake.sheet, results, summary)
     for notice in intake.notices:
         print(printable(f"onboard: {notice}"), file=sys.stderr)
     _show_problems(results)

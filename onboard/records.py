@@ -11,8 +11,8 @@ import functools
 import math
 import re
 import unicodedata
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, NamedTuple
 
 from pydantic import BeforeValidator, TypeAdapter, ValidationError, ValidationInfo
@@ -26,6 +26,26 @@ from onboard.sheet import Sheet
 
 MAX_ID_LENGTH = 200
 MPID_DIGITS = 18
+
+TOTAL_WORDS = frozenset({
+    "total", "totals", "totalt", "totalsum", "totalsumma", "grandtotal", "subtotal", "subtotals", "sumtotal",
+    "sum", "sums", "summa", "summe", "delsum", "delsumma", "deltotal", "mellomsum", "ialt", "samtals",
+    "yhteensä", "yht", "välisumma", "kaikkiyhteensä", "antall", "antal", "count", "lukumäärä",
+})
+"""Words a totals row starts or ends with, in English, Norwegian, Swedish, Danish and Finnish
+(`I alt` and `Grand total` are matched as one word)."""
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[^\W\d_]+", text.casefold())
+
+
+def reads_like_total(text: str) -> bool:
+    """`Totalt`, `Sum total`, `I alt 2135 rader`: a totals line's first or last word(s)."""
+    found = words(text)
+    return bool(found) and not TOTAL_WORDS.isdisjoint(
+        {found[0], found[-1], "".join(found[:2]), "".join(found[-2:])})
+
 
 EXCEL_DAMAGE = ("stored as a number, Excel dropped digits: format the column as Text and type the id again")
 
@@ -44,6 +64,13 @@ class Problem(NamedTuple):
     message: str
 
 
+class Sighting(NamedTuple):
+    """Meter point ids on a row refused for something else, and whose they are."""
+
+    customer: str
+    meter_point_ids: tuple[str, ...]
+
+
 class Refusal(NamedTuple):
     """Why a cell cannot be taken, as a cached parse remembers it."""
 
@@ -56,7 +83,7 @@ _DAMAGED_ID = re.compile(r"\d[eE][+-]?\d")
 _DAMAGED_CELL = re.compile(r"\d[.,]?\d*[eE][+-]?\d")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Coordinates:
     latitude: float
     longitude: float
@@ -146,6 +173,14 @@ def _split_meter_point_ids(text: str) -> tuple[str, ...] | Refusal:
         several = len(parts) > 1 and all(len(p) == MPID_DIGITS and p.isdigit() for p in parts)
         pieces += parts if several else [piece]
     return tuple(pieces)
+
+
+def _readable_meter_point_ids(text: str) -> tuple[str, ...]:
+    """The well-formed ids of a cell, ignoring the pieces that are not: for rows refused anyway."""
+    pieces = _split_meter_point_ids(text)
+    if isinstance(pieces, Refusal):
+        return ()
+    return tuple(dict.fromkeys(p for piece in pieces if isinstance(p := _parse_meter_point_id(piece), str)))
 
 
 def _meter_point_ids(cell: Cell | None, info: ValidationInfo) -> tuple[str, ...]:
@@ -260,6 +295,10 @@ class Row:
 
 
 FIELDS = tuple(Row.__pydantic_fields__)
+SITE_AND_DEVICE = ("location_ref", "location_id", "meter_point_ids", "latitude", "longitude", "resource_ref",
+                   "resource_id", "resource_type", "resource_meter_point_id")
+SHARED_KEYS = frozenset({"location_ref"})
+"""Keys that repeat from row to row: the `home` of every customer."""
 _ROW = TypeAdapter(Row)
 
 
@@ -269,13 +308,21 @@ class Checked:
 
     number: int
     row: Row | None
-    problems: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
+    problems: list[Problem] | tuple[()] = ()
+    warnings: list[Problem] | tuple[()] = ()
     slot: tuple[str, ...] | None = None
     skipped: bool = False
     """Left out by --where: not validated, never sent."""
     unknown: tuple[tuple[str, str], ...] = ()
     """(field, text) of values that are none of the field's choices, for counting them per word."""
+    hidden: bool = False
+    """Hidden in the workbook."""
+    total_cell: str | None = None
+    """A cell outside the fields that reads like a totals line, on a row without site or device."""
+    meters: Sighting | None = None
+    """The customer and meter point ids a refused row names, as far as they can be read."""
+    origin: int | None = None
+    """The row of the original sheet, when this sheet is one of the tool's outputs run again."""
 
     @property
     def valid(self) -> bool:
@@ -322,7 +369,8 @@ def check_cells(number: int, cells: dict[str, Cell], strict_meter_ids: bool = Fa
         warnings.append(Problem("location_type", "location_type is ignored: the row describes no site"))
     unknown = tuple((name, text[name]) for name in ("location_type", "resource_type")
                     if text[name] and resolve(name, text[name]) is None)
-    return Checked(number, None if problems else row, problems, warnings, _device_slot(text, kind), unknown=unknown)
+    return Checked(number, None if problems else row, problems or (), warnings or (), _device_slot(text, kind),
+                   unknown=unknown)
 
 
 def _device_slot(text: dict[str, str | None], kind: str | None) -> tuple[str, ...] | None:
@@ -370,49 +418,71 @@ class Condition:
         return same != self.negate
 
 
-def selected(sheet: Sheet, conditions: list[Condition]) -> list[bool]:
-    """Which rows every condition holds for."""
+def _chosen(sheet: Sheet, conditions: list[Condition]) -> Callable[[list[str]], bool] | None:
+    """Whether a row's cells meet every condition; None when there are none."""
+    if not conditions:
+        return None
     at = [(condition, condition.column(sheet)) for condition in conditions]
-    return [all(c.holds(row.cells[i]) for c, i in at) for row in sheet.rows]
+    return lambda cells: all(c.holds(cells[i]) for c, i in at)
 
 
 # the user's words for values
 
 
-def _mapped(cells: dict[str, Cell], mapping: Mapping | None) -> dict[str, Cell]:
-    """Cells with the user's own value mapping applied (`Varmepumpe` -> `HVAC`)."""
+def _mapped(cells: dict[str, Cell], mapping: Mapping | None, used: set[tuple[str, str]] | None) -> dict[str, Cell]:
+    """Cells with the user's own value mapping applied (`Varmepumpe` -> `HVAC`); the (field, word)
+    of each entry that matched goes to `used`."""
     if not mapping or not mapping.values:
         return cells
     for name in mapping.values:
         text = _text(cells.get(name))
-        if text is not None and (value := mapping.value(name, text)) is not None:
-            cells[name] = Cell(_clean(value))
+        if text is None:
+            continue
+        word = mapping.word(name, text)
+        if word is not None:
+            cells[name] = Cell(_clean(mapping.values[name][word]))
+            if used is not None:
+                used.add((name, word))
     return cells
 
 
-def unused_values(sheet: Sheet, mapping: Mapping | None) -> list[tuple[str, str]]:
-    """(field, word) of value mappings that match no cell of their field: a typo the user should hear of."""
-    if not mapping or not mapping.values:
-        return []
-    seen: dict[str, set[str]] = {}
-    for column in sheet.columns:
-        if column.field in mapping.values:
-            seen.setdefault(column.field, set()).update(normalise(r.cells[column.index]) for r in sheet.rows)
-    return [(name, word) for name, word in mapping.value_keys() if normalise(word) not in seen.get(name, set())]
+def unused_values(mapping: Mapping | None, used: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(field, word) of value mappings that matched no cell: a typo the user should hear of."""
+    return [key for key in mapping.value_keys() if key not in used] if mapping else []
 
 
 def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None = None,
-          where: list[Condition] | None = None) -> list[Checked]:
-    """Every row of the sheet, validated; rows `where` leaves out are only marked skipped."""
+          where: list[Condition] | None = None, used_values: set[tuple[str, str]] | None = None) -> list[Checked]:
+    """Every row of the sheet, validated, in one pass over its rows; rows `where` leaves out are only
+    marked skipped. The (field, word) of each value mapping that matched a cell goes to `used_values`."""
     fields = [(c.index, c.field) for c in sheet.columns if c.field]
-    chosen = selected(sheet, where) if where else None
+    chosen = _chosen(sheet, where or [])
+    origin_at = next((c.index for c in sheet.columns if c.own == "row"), None)
+    shared = [(i, name) for i, name in fields if name in SHARED_KEYS]
+    field_at = {i for i, _ in fields}
+    once: dict[str, str] = {}
     checked = []
-    for position, row in enumerate(sheet.rows):
-        cells = _mapped({name: Cell(_clean(row.cells[i]), row.values[i]) for i, name in fields}, mapping)
-        if chosen is not None and not chosen[position]:
+    for row in sheet.rows:
+        cells = _mapped({name: Cell(_clean(row.cells[i]), row.values[i]) for i, name in fields}, mapping,
+                        used_values)
+        for _, name in shared:  # one string for `home` on a million rows, not a million
+            cell = cells[name]
+            cells[name] = Cell(once.setdefault(cell.text, cell.text), cell.value)
+        if chosen is not None and not chosen(row.cells):
             text = {name: _text(cells.get(name)) for name in FIELDS}
             kind = resolve("resource_type", text["resource_type"]) if text["resource_type"] else None
-            checked.append(Checked(row.number, None, slot=_device_slot(text, kind), skipped=True))
-            continue
-        checked.append(check_cells(row.number, cells, strict_meter_ids))
+            result = Checked(row.number, None, slot=_device_slot(text, kind), skipped=True)
+        else:
+            result = check_cells(row.number, cells, strict_meter_ids)
+        result.hidden = row.hidden
+        if origin_at is not None and (text := row.cells[origin_at].strip()).isdigit():
+            result.origin = int(text)
+        if not result.skipped and not any(_text(cells.get(name)) for name in SITE_AND_DEVICE):
+            result.total_cell = next((t for i, t in enumerate(row.cells) if i not in field_at and t.strip()
+                                      and reads_like_total(t)), None)
+        if result.row is None and not result.skipped and (mpids := _text(cells.get("meter_point_ids"))):
+            readable = _readable_meter_point_ids(mpids)
+            customer = _text(cells.get("customer_id")) or _text(cells.get("user_id")) or ""
+            result.meters = Sighting(customer, readable) if readable else None
+        checked.append(result)
     return checked

@@ -312,3 +312,43 @@ def test_a_target_never_shows_a_url_password():
 
     where = Target("sandbox", "https://me:hunter2@api.example/v1", "https://auth.example/t", "id", SecretStr("s"))
     assert "hunter2" not in repr(where) and "hunter2" not in str(where)
+
+
+# found by trying it as a new user
+
+
+def test_a_meter_point_shared_with_a_row_refused_for_something_else_never_lands_twice(capsys, tmp_path):
+    headers = ["Kundenummer", "Anlegg", "Målepunkt-ID", "Enhetstype", "Serienummer"]
+    path = write_csv(tmp_path / "m.csv", [["1001", "hjem", MPIDS[0], "Varmepumpe", "SN1"],
+                                          ["1002", "hytta", MPIDS[0], "Dingsebomt", "SN2"]], headers, delimiter=";")
+    state = tmp_path / "e.sqlite"
+    code, _, err = run(capsys, "run", path, *local(state))
+    assert code == 1 and "row 2 (invalid)" in err and "is also on row 3, which is refused for another reason" in err
+    assert "row 3 (invalid)" in err and f"meter point id {MPIDS[0]} is also on row 2" in err
+    assert state_counts(state)["locations"] == 0
+    errors = tmp_path / "m.errors.csv"
+    errors.write_text(errors.read_text(encoding="utf-8").replace("Dingsebomt", "Varmepumpe"), encoding="utf-8")
+    code, _, err = run(capsys, "run", errors, *local(state))
+    assert code == 1 and "is also on site 'hjem' of customer '1001'" in err
+    assert state_counts(state)["locations"] == 0
+
+
+def test_a_totals_line_whose_count_sits_in_the_key_column_is_refused(capsys, tmp_path):
+    rows = [["101", "Kari", "home", MPIDS[0]], ["102", "Ola", "home", MPIDS[1]], ["2", "Totalt", "", ""]]
+    path = write_csv(tmp_path / "t.csv", rows, ["Kundenummer", "Navn", "Anlegg", "Målepunkt-ID"], delimiter=";")
+    code, _, err = run(capsys, "validate", path)
+    assert code == 1 and "row 4 (invalid)" in err and "reads like a totals line ('Totalt' in another column)" in err
+
+
+def test_messages_of_an_errors_file_run_name_the_original_rows(capsys, tmp_path):
+    from helpers import meter_point_id
+
+    rows = [[str(100 + i), "home", meter_point_id(i + 10), "HVAC", f"SN{i}"] for i in range(10)]
+    rows[9][2] = rows[8][2]  # rows 10 and 11 share a meter point
+    rows[8][3] = "Gadget"  # and row 10 is refused for something else too
+    path = write_csv(tmp_path / "x.csv", rows, ["customer_id", "location_ref", "meter_point_ids", "resource_type",
+                                                "resource_ref"])
+    state = tmp_path / "e.sqlite"
+    run(capsys, "run", path, *local(state))
+    code, _, err = run(capsys, "run", tmp_path / "x.errors.csv", *local(state))
+    assert "row 2 (row 10 of the original sheet)" in err and "is also on row 11" in err

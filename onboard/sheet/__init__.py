@@ -7,7 +7,8 @@ point id stored as a number has already lost digits and must never be taken at f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from onboard.errors import InputError
@@ -35,15 +36,62 @@ __all__ = ["FIELDS", "OUTPUT_COLUMNS", "OWN_COLUMNS", "WORKBOOKS", "Column", "Cs
 HEADER_SEARCH_ROWS = 30
 
 
-@dataclass
+@dataclass(slots=True)
 class SheetRow:
     number: int
     cells: list[str]
     values: list[object]
-    numeric: frozenset[int] = frozenset()
     hidden: bool = False
     """Hidden in the workbook (filtered out, or hidden by hand): imported all the same, but a person
     looking at the sheet does not see it."""
+
+
+class Rows:
+    """The data rows below the header, in order; iterable again and again. A CSV is read anew on
+    each pass, so a million rows never sit in memory at once; a workbook's rows are kept after the
+    first pass, since its reader holds the whole sheet anyway and reading it twice costs seconds.
+
+    The first pass also learns how wide the data is: a row may run past the header, and the sheet
+    grows unnamed columns for it once that pass ends (`Sheet.widen`)."""
+
+    def __init__(self, reader: Reader, header_number: int, keep: bool) -> None:
+        self._reader = reader
+        self._header = header_number
+        self._kept: list[SheetRow] | None = [] if keep else None
+        self._complete = False
+        self.sheet: Sheet | None = None
+
+    def __iter__(self) -> Iterator[SheetRow]:
+        if self._complete and self._kept is not None:
+            yield from self._kept
+            return
+        width = len(self.sheet.columns) if self.sheet else 0
+        widest = width
+        hidden = self._reader.hidden_rows
+        kept: list[SheetRow] = []
+        for number, values in self._reader.records():
+            if number <= self._header:
+                continue
+            filled = _width(values)
+            if not filled:
+                continue
+            values = values[:filled]  # a stray blank cell far right widens no row
+            widest = max(widest, filled)
+            if filled < width:
+                values += [""] * (width - filled)
+            row = SheetRow(number, [cell_text(v) for v in values], values, number in hidden)
+            if self._kept is not None:
+                kept.append(row)
+            yield row
+        if self.sheet is not None and widest > width:
+            self.sheet.widen(widest)
+            for row in kept:
+                row.values += [""] * (widest - len(row.values))
+                row.cells += [""] * (widest - len(row.cells))
+        if self._kept is not None:
+            self._kept = kept
+            self._reader = None  # its parsed sheet is no longer needed: the rows are kept
+        self._complete = True
 
 
 @dataclass
@@ -51,7 +99,7 @@ class Sheet:
     path: Path
     format: str
     columns: list[Column]
-    rows: list[SheetRow]
+    rows: Rows
     header_row: int
     sheet_name: str | None = None
     csv_style: CsvStyle | None = None
@@ -61,6 +109,11 @@ class Sheet:
 
     def column(self, field_name: str) -> Column | None:
         return next((c for c in self.columns if c.field == field_name), None)
+
+    def widen(self, width: int) -> None:
+        """Unnamed columns for data that runs past the header; rows are padded to the new width."""
+        self.columns += match_columns([""] * (width - len(self.columns)))
+        self.columns[:] = [replace(c, index=i) for i, c in enumerate(self.columns)]
 
 
 def open_reader(path: Path, sheet: str | None = None) -> Reader:
@@ -116,6 +169,7 @@ def read(path: Path, sheet: str | None = None, mapping: Mapping | None = None) -
         head.append((number, values))
         if len(head) >= HEADER_SEARCH_ROWS:
             break
+    records.close()
     texts = [(n, [cell_text(v).strip() for v in values]) for n, values in head if _filled(values)]
     if not texts:
         raise InputError(f"{path.name} is empty: there is no header row and no data")
@@ -127,23 +181,16 @@ def read(path: Path, sheet: str | None = None, mapping: Mapping | None = None) -
                              f"first {HEADER_SEARCH_ROWS} rows, but sheet {other!r} does: add --sheet {other!r}")
         at = 0
     header_number, headers = texts[at]
-    raw = []
-    for number, values in _chain(head, records):
-        filled = _width(values)
-        if number > header_number and filled:
-            raw.append((number, values[:filled]))  # a stray cell far right widens no other row
-    width = max([len(headers), *(len(values) for _, values in raw)])
-    columns = match_columns(headers + [""] * (width - len(headers)), mapping)
-    rows = []
-    hidden_rows = reader.hidden_rows
-    for number, values in raw:
-        values = values + [""] * (width - len(values))
-        numeric = frozenset(i for i, v in enumerate(values)
-                            if isinstance(v, (int, float)) and not isinstance(v, bool))
-        rows.append(SheetRow(number, [cell_text(v) for v in values], values, numeric, number in hidden_rows))
+    rows = Rows(reader, header_number, keep=not isinstance(reader, CsvReader))
     style = reader.style if isinstance(reader, CsvReader) else None
-    return Sheet(path, reader.format, columns, rows, header_number, getattr(reader, "sheet_name", None), style,
-                 hidden_columns=frozenset(i for i in reader.hidden_columns if i < width))
+    sheet = Sheet(path, reader.format, match_columns(headers, mapping), rows, header_number,
+                  getattr(reader, "sheet_name", None), style)
+    rows.sheet = sheet
+    if not isinstance(reader, CsvReader):
+        for _ in rows:  # a workbook is read once, now; its hidden columns are known after that
+            pass
+        sheet.hidden_columns = frozenset(i for i in reader.hidden_columns if i < len(sheet.columns))
+    return sheet
 
 
 def _filled(values: list[object]) -> bool:
