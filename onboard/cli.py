@@ -3,31 +3,32 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime as dt
 import gc
-import logging
 import os
-import signal
-import socket
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from onboard import __version__, api, contract, records, report, template
-from onboard import mapping as mappings
-from onboard import plan as planning
-from onboard import sheet as sheets
-from onboard.emulator.faults import EmulatorSettings
+from onboard import __version__
 from onboard.errors import ConfigError, Interrupted, OnboardError, UsageError, printable
-from onboard.journal import Journal, Progress, fingerprint, journal_path
-from onboard.journal import progress as progress_of
-from onboard.pipeline import BatchSize, Ledger, Run, stop_everything
-from onboard.settings import ENVIRONMENTS, Target, Tuning, load, target
+from onboard.settings import ENVIRONMENTS
+
+# Each command imports what it needs where it needs it, so `--help`, `template` or `status` do not
+# pay for the HTTP client, the emulator or the workbook writers.
+if TYPE_CHECKING:
+    from onboard import plan as planning
+    from onboard import report
+    from onboard import sheet as sheets
+    from onboard.emulator.faults import EmulatorSettings
+    from onboard.journal import Progress
+    from onboard.pipeline import Ledger
+    from onboard.settings import Target
 
 SHOWN_PROBLEMS = 10
 
@@ -36,6 +37,8 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per emulator knob, straight from the settings model, so the two never differ.
 
     argparse %-formats help text, so a description's own `%` (as in "±50%") is doubled."""
+    from onboard.emulator.faults import EmulatorSettings
+
     for name, field in EmulatorSettings.model_fields.items():
         if name == "state":
             continue
@@ -44,6 +47,9 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _emulator_settings(args: argparse.Namespace) -> EmulatorSettings:
+    from onboard.emulator.faults import EmulatorSettings
+    from onboard.settings import load
+
     given = {k.removeprefix("knob_"): v for k, v in vars(args).items() if k.startswith("knob_") and v is not None}
     if getattr(args, "state", None):
         given["state"] = args.state
@@ -51,8 +57,12 @@ def _emulator_settings(args: argparse.Namespace) -> EmulatorSettings:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
+    import logging
+    import socket
+
     import uvicorn
 
+    from onboard import contract
     from onboard.emulator.app import QuietDrops, create_app
     from onboard.emulator.store import wipe
 
@@ -124,6 +134,11 @@ def _read(args: argparse.Namespace) -> Intake:
 
 
 def _intake(args: argparse.Namespace) -> Intake:
+    from onboard import mapping as mappings
+    from onboard import plan as planning
+    from onboard import records, report
+    from onboard import sheet as sheets
+
     mapping = mappings.load(args.mapping, args.map or [], args.map_value or [])
     sheet = sheets.read(Path(args.input), args.sheet, mapping)
     _show_columns(sheet)
@@ -169,6 +184,8 @@ def _intake(args: argparse.Namespace) -> Intake:
 
 
 def _show_columns(sheet: sheets.Sheet) -> None:
+    from onboard import sheet as sheets
+
     where = f", sheet {sheet.sheet_name!r}" if sheet.sheet_name else ""
     print(f"{sheet.path.name}{where}: header in row {sheet.header_row}; columns:")
     uses = sheets.column_uses(sheet.columns)
@@ -187,6 +204,9 @@ def _show_problems(results: list[report.RowResult]) -> None:
 
 
 def _summary(intake: Intake, results: list[report.RowResult], ledger: Ledger | None, **extra) -> dict:
+    from onboard import report
+    from onboard.journal import fingerprint
+
     return report.summarise(intake.sheet, intake.plan, results, ledger, tool=f"onboard {__version__}",
                             input_sha256=fingerprint(intake.sheet.path), **extra, notices=intake.counts,
                             unrecognised_values=intake.unrecognised)
@@ -194,6 +214,8 @@ def _summary(intake: Intake, results: list[report.RowResult], ledger: Ledger | N
 
 def _finish(outputs: report.Outputs, intake: Intake, results: list[report.RowResult], summary: dict) -> int:
     """Write the outputs, then say what happened; the exit code says whether anything is left to fix."""
+    from onboard import report
+
     with _bulk():
         errors_written = report.write(outputs, intake.sheet, results, summary)
     for notice in intake.notices:
@@ -219,6 +241,8 @@ def _finish(outputs: report.Outputs, intake: Intake, results: list[report.RowRes
 
 def _validated(outputs: report.Outputs, intake: Intake, started: str) -> int:
     """Outputs with statuses valid/invalid: nothing was sent."""
+    from onboard import report
+
     results = report.row_results(intake.sheet, intake.plan, None)
     return _finish(outputs, intake, results, _summary(intake, results, None, started=started, finished=_now()))
 
@@ -236,6 +260,8 @@ def _out(args: argparse.Namespace) -> Path | None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from onboard import report
+
     started = _now()
     intake = _read(args)
     return _validated(report.Outputs.beside(intake.sheet.path, _out(args), "validation"), intake, started)
@@ -267,6 +293,12 @@ def _confirm_production(args: argparse.Namespace, where: Target, plan: planning.
 async def _execute(run_with: dict, where: Target, plan: planning.Plan, ledger: Ledger,
                    args: argparse.Namespace) -> None:
     """Sign in, then run the stages; SIGTERM stops it like Ctrl-C does."""
+    import asyncio
+    import signal
+
+    from onboard import api
+    from onboard.pipeline import Run
+
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     try:
@@ -279,6 +311,15 @@ async def _execute(run_with: dict, where: Target, plan: planning.Plan, ledger: L
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from onboard import api, report
+    from onboard import sheet as sheets
+    from onboard.emulator.faults import EmulatorSettings
+    from onboard.journal import Journal, journal_path
+    from onboard.pipeline import BatchSize, Ledger, stop_everything
+    from onboard.settings import Tuning, load, target
+
     started, clock = _now(), time.monotonic()
     intake = _read(args)
     sheet, plan = intake.sheet, intake.plan
@@ -348,6 +389,9 @@ def _when(stamp: float | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from onboard.journal import journal_path
+    from onboard.journal import progress as progress_of
+
     folder = Path(args.out) if args.out else None
     source = Path(args.input) if args.input else None
     if source:
@@ -395,6 +439,8 @@ def _show_run(run: Progress, path: Path, source: Path | None) -> None:
 
 
 def cmd_template(args: argparse.Namespace) -> int:
+    from onboard import template
+
     path = Path(args.output)
     template.write_template(path, force=args.force)
     print(f"wrote {path}")

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import httpx
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -106,6 +105,8 @@ def masked(url: str) -> str:
 def _url(value: str | None, flag: str) -> str | None:
     if value is None:
         return None
+    import httpx
+
     try:
         httpx.URL(value), urlsplit(value).port  # the parsers the URL will meet
     except (httpx.InvalidURL, ValueError) as exc:
