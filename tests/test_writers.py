@@ -189,4 +189,4 @@ def test_the_folded_results_summary_counts_every_row(capsys, tmp_path):
     summary = {r[0]: r[1] for r in final["Summary"].iter_rows(values_only=True) if r and r[0]}
     assert summary["rows"] == 3 and summary["status created"] == 3
     assert summary["last brought up to date by"] == "in.errors.xlsx"
-    assert str(summary["tool"]).startswith("onboard ") and summary["input"].endswith("in.xlsx"), "the first run's summary stays"
+    assert str(summary["tool"]).startswith("onboard ") and summary["input"].endswith("in.xlsx")  # the first run's
