@@ -195,12 +195,12 @@ def _show_columns(sheet: sheets.Sheet) -> None:
         print(printable(f"  {header:<{width}} {'-> ' if header in fields else ''}{use}"))
 
 
-def _show_problems(results: list[report.RowResult]) -> None:
+def _show_problems(results: list[report.RowResult], where: str) -> None:
     refused = [r for r in results if r.to_fix]
     for result in refused[:SHOWN_PROBLEMS]:
         print(printable(f"  {result.named} ({result.status}): {result.error}"), file=sys.stderr)
     if len(refused) > SHOWN_PROBLEMS:
-        print(f"  ... and {len(refused) - SHOWN_PROBLEMS} more rows in the errors file", file=sys.stderr)
+        print(f"  ... and {_rows(len(refused) - SHOWN_PROBLEMS)} more in {where}", file=sys.stderr)
 
 
 def _summary(intake: Intake, results: list[report.RowResult], ledger: Ledger | None, **extra) -> dict:
@@ -220,7 +220,7 @@ def _finish(outputs: report.Outputs, intake: Intake, results: list[report.RowRes
         errors_written = report.write(outputs, intake.sheet, results, summary)
     for notice in intake.notices:
         print(printable(f"onboard: {notice}"), file=sys.stderr)
-    _show_problems(results)
+    _show_problems(results, "the errors file" if outputs.errors is not None else "the validation file")
     counts = ", ".join(f"{n} {status}" for status, n in summary["status"].items())
     print(f"{summary['rows']} rows: {counts}")
     if "requests" in summary:
@@ -231,11 +231,11 @@ def _finish(outputs: report.Outputs, intake: Intake, results: list[report.RowRes
     unsent = sum(1 for r in results if r.status == "not sent")
     print(f"  {'validation' if outputs.errors is None else 'results'}: {outputs.results}")
     if outputs.errors is not None:
-        print(f"  errors:  {outputs.errors}  ({to_fix} rows to fix and run again)" if errors_written
+        print(f"  errors:  {outputs.errors}  ({_rows(to_fix)} to fix and run again)" if errors_written
               else "  errors:  none: no row to fix")
     print(f"  summary: {outputs.summary}")
     if unsent:
-        print(f"  {unsent} rows not sent: run the same command again to resume")
+        print(f"  {_rows(unsent)} not sent: run the same command again to resume")
     return 1 if to_fix or unsent else 0
 
 
@@ -423,7 +423,7 @@ def _show_run(run: Progress, path: Path, source: Path | None) -> None:
              {"open": "interrupted", "closed": "finished", "abandoned": "abandoned"}.get(run.state, run.state))
     print(f"{Path(run.input).name} -> {run.base_url}")
     if source and Path(run.input).resolve() != source.resolve():
-        print(f"  (a run of {run.input}, another input with the same name)")
+        print(f"  (a run of {run.input}, another input whose outputs have the same names)")
     print(f"  {state}; started {_when(run.started)}, last activity {_when(run.updated or run.finished)}")
     if run.state == "open":
         for kind, total in run.planned.items():

@@ -198,9 +198,9 @@ class Outputs:
         journal = journal_path(folder, source)
         other = recorded_input(journal)
         if other is not None and other.resolve() != source.resolve():
-            raise ConfigError(f"{folder} holds the outputs and journal of {other}, another input with the same "
-                              f"file name: choose another --out for {source} (or, if that input is gone, move "
-                              f"{journal} away)")
+            raise ConfigError(f"{folder} holds the outputs and journal of {other}, another input whose outputs "
+                              f"would have the same names: choose another --out for {source} (or, if that input is "
+                              f"gone, move {journal} away)")
         return outputs
 
 
@@ -326,16 +326,27 @@ def _kind_of(reason: str) -> str:
     return re.sub(r"\b\d[\d.,e+]*\b", "…", reason)
 
 
-def frequent_reasons(results: list[RowResult], most: int = 10) -> list[tuple[str, int]]:
-    """The most frequent kinds of reason, each shown in full as its first example gave it."""
+def frequent_reasons(results: Iterable[RowResult], most: int = 10) -> list[tuple[str, int]]:
+    """The most frequent kinds of reason, each shown in full as its first example gave it, and how
+    many other wordings of that kind there were (`resource_type 'VVB 200L' is not one of ...` counts
+    the rows with any unknown device type)."""
     counts: Counter[str] = Counter()
     example: dict[str, str] = {}
+    wordings: dict[str, set[str]] = {}
     for result in results:
         for reason in result.reasons:
             kind = _kind_of(reason)
             counts[kind] += 1
             example.setdefault(kind, reason)
-    return [(example[kind], n) for kind, n in counts.most_common(most)]
+            seen = wordings.setdefault(kind, set())
+            if len(seen) < 1000:
+                seen.add(reason)
+    shown = []
+    for kind, n in counts.most_common(most):
+        others = len(wordings[kind]) - 1
+        alike = f" (and {others} other{'s' if others > 1 else ''} like it)" if others else ""
+        shown.append((example[kind] + alike, n))
+    return shown
 
 
 def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger | None,

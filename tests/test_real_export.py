@@ -378,3 +378,27 @@ def test_the_original_results_keep_every_row_true_whatever_the_errors_file_holds
         ("2", "1", "created"), ("3", "2", "created"), ("4", "3", "invalid")]
     assert final[1]["resource_ref"] == "SN2" and final[2]["error"], "the skipped row keeps its refusal"
     assert state_counts(state)["users"] == 3
+
+
+def test_headers_with_a_qualifier_or_alternatives_are_known(capsys, tmp_path):
+    headers = ["Kundenr", "Breddegrad (WGS84)", "Lengdegrad (WGS84)", "Serienummer/VIN", "Målepunkt ID [GSRN]",
+               "Enhetstype"]
+    path = write_csv(tmp_path / "q.csv", [["1", "59,91", "10,75", "SN-1", MPIDS[0], "Varmepumpe"]], headers,
+                     delimiter=";")
+    code, out, err = run(capsys, "run", path, *local(tmp_path / "e.sqlite"))
+    assert code == 0, err
+    assert "-> latitude" in out and "-> longitude" in out and "-> resource_ref" in out and "-> meter_point_ids" in out
+    location = read_csv(tmp_path / "q.results.csv", delimiter=";")[0]
+    assert location["resource_id"] and state_counts(tmp_path / "e.sqlite")["resources"] == 1
+
+
+def test_without_a_known_header_the_message_shows_the_fullest_row(capsys, tmp_path):
+    (tmp_path / "h.csv").write_text("Eksport 2025\n\nKlantnr,Meetpunt,Naam\n1,x,y\n", encoding="utf-8")
+    code, _, err = run(capsys, "validate", tmp_path / "h.csv")
+    assert code == 2 and "Headers found in row 3" in err and "'Klantnr', 'Meetpunt', 'Naam'" in err
+
+
+def test_a_near_miss_is_marked_in_the_column_print_out(capsys, tmp_path):
+    path = write_csv(tmp_path / "n.csv", [["1", MPIDS[0], "10.7"]], ["customer_id", "meter_point_ids", "Lengdegard"])
+    code, out, _ = run(capsys, "validate", path)
+    assert code == 2 and "Lengdegard" in out and "not used: looks like longitude" in out

@@ -180,7 +180,7 @@ def read(path: Path, sheet: str | None = None, mapping: Mapping | None = None) -
         if other is not None:
             raise InputError(f"{path.name}: sheet {reader.sheet_name!r} names none of the known columns in its "
                              f"first {HEADER_SEARCH_ROWS} rows, but sheet {other!r} does: add --sheet {other!r}")
-        at = 0
+        at = max(range(len(texts)), key=lambda i: sum(1 for c in texts[i][1] if c))  # the fullest row
     header_number, headers = texts[at]
     rows = Rows(reader, header_number, keep=not isinstance(reader, CsvReader))
     style = reader.style if isinstance(reader, CsvReader) else None
