@@ -172,6 +172,11 @@ class Outputs:
     summary: Path
 
     @classmethod
+    def at(cls, folder: Path, stem: str, format: str, kind: str = "run") -> Outputs:
+        """The output paths for a sheet named `stem` in `folder`, in `format` (xlsx or csv)."""
+        return cls.beside(folder / f"{stem}.{format}", folder, kind)
+
+    @classmethod
     def beside(cls, source: Path, out: Path | None, kind: str = "run") -> Outputs:
         """The output paths for `source` in `out` (default: beside it). Refused before anything is
         sent: an output that would overwrite the input or be written through a link, and a folder
@@ -184,7 +189,7 @@ class Outputs:
             raise ConfigError(f"cannot create the output folder {folder}: {exc.strerror}") from None
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise ConfigError(f"cannot write the outputs to {folder}: choose a folder you can write with --out")
-        suffix = ".xlsx" if source.suffix.lower() in WORKBOOKS else source.suffix.lower()
+        suffix = ".xlsx" if source.suffix.lower() in (*WORKBOOKS, "") else source.suffix.lower()
         if kind == "validation":
             outputs = cls(folder / f"{source.stem}.validation{suffix}", None, folder / f"{source.stem}.validation.json")
         else:
@@ -226,7 +231,7 @@ Pairs = Iterable[tuple[SheetRow, RowResult]]
 """Each input row with its result, in the sheet's order."""
 
 
-def _own_values(result: RowResult) -> tuple[Any, ...]:
+def own_values(result: RowResult) -> tuple[Any, ...]:
     """The tool's values of a row, in the order of `OUTPUT_COLUMNS`."""
     return (result.row, result.status, result.user_id, result.location_id, result.resource_id, result.error,
             result.warnings)
@@ -253,7 +258,7 @@ def _table(sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult], bool],
         values = carried[:inputs] + appended
         for index in as_text:
             values[index] = cells[index]
-        for (position, overlays), value in zip(placed, _own_values(result), strict=True):
+        for (position, overlays), value in zip(placed, own_values(result), strict=True):
             if value is not None or not overlays:
                 values[position] = value
         yield result, values
@@ -380,17 +385,19 @@ def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger
     }
 
 
-def write(outputs: Outputs, sheet: Sheet, results: list[RowResult], summary: dict) -> bool:
+def write(outputs: Outputs, sheet: Sheet, results: list[RowResult], summary: dict, format: str | None = None) -> bool:
     """Write the outputs; the errors file only when some row is to fix (a stale one from an earlier
     run is removed, so it never lists rows that have since landed). True when it was written.
-    Each file reads the sheet's rows once more, as it writes them."""
+    Each file reads the sheet's rows once more, as it writes them. `format` is the sheet's own
+    (xlsx for a workbook, csv for a CSV) unless given."""
+    format = format or ("csv" if sheet.format == "csv" else "xlsx")
     every = lambda r: True  # noqa: E731
     to_fix = lambda r: r.to_fix  # noqa: E731
     errors = outputs.errors is not None and any(r.to_fix for r in results)
     files = [(outputs.results, every, "Results")] + ([(outputs.errors, to_fix, "Errors")] if errors else [])
     for path, keep, title in files:
         pairs = zip(sheet.rows, results, strict=True)
-        if sheet.format == "xlsx":
+        if format == "xlsx":
             write_xlsx(path, sheet, pairs, keep, title, summary)
         else:
             write_csv(path, sheet, pairs, keep)

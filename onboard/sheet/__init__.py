@@ -7,15 +7,18 @@ point id stored as a number has already lost digits and must never be taken at f
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from onboard.errors import InputError
 from onboard.mapping import Mapping
 from onboard.sheet._base import WORKBOOKS, Reader, cell_text
 from onboard.sheet._calamine import XlsxReader
 from onboard.sheet._csv import CsvReader, CsvStyle, protect, unprotect
+from onboard.sheet._frame import FrameReader
 from onboard.sheet._limits import Limits
 from onboard.sheet.columns import (
     FIELDS,
@@ -107,6 +110,8 @@ class Sheet:
     notes: list[str] = field(default_factory=list)
     hidden_columns: frozenset[int] = frozenset()
     """Indexes of the columns hidden in the workbook; the xlsx outputs hide them too."""
+    sha256: str | None = None
+    """The content's SHA-256 when it is no file (a DataFrame); a file's is read from the file."""
 
     def column(self, field_name: str) -> Column | None:
         return next((c for c in self.columns if c.field == field_name), None)
@@ -162,8 +167,17 @@ def _other_sheet(path: Path, reader: Reader, mapping: Mapping | None) -> str | N
     return None
 
 
-def read(path: Path, sheet: str | None = None, mapping: Mapping | None = None) -> Sheet:
-    reader = open_reader(path, sheet)
+def read(path: Path | Any, sheet: str | None = None, mapping: Mapping | None = None, name: str | None = None) -> Sheet:
+    """The sheet at `path` (a .xlsx, .xls, .ods or .csv file), or a pandas DataFrame or iterable of
+    dicts given instead of a path (then `name` names it in messages and outputs)."""
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
+        reader = open_reader(path, sheet)
+    else:
+        if sheet is not None:
+            raise InputError("sheet names a workbook's sheet; a DataFrame has none")
+        reader = FrameReader(path)
+        path = Path(name or "dataframe")
     records = reader.records()
     head: list[tuple[int, list[object]]] = []
     for number, values in records:
@@ -174,7 +188,7 @@ def read(path: Path, sheet: str | None = None, mapping: Mapping | None = None) -
     texts = [(n, [cell_text(v).strip() for v in values]) for n, values in head if _filled(values)]
     if not texts:
         raise InputError(f"{path.name} is empty: there is no header row and no data")
-    at = _find_header(texts, mapping)
+    at = 0 if getattr(reader, "header_known", False) else _find_header(texts, mapping)
     if at is None:
         other = _other_sheet(path, reader, mapping)
         if other is not None:
@@ -185,7 +199,7 @@ def read(path: Path, sheet: str | None = None, mapping: Mapping | None = None) -
     rows = Rows(reader, header_number, keep=not isinstance(reader, CsvReader))
     style = reader.style if isinstance(reader, CsvReader) else None
     sheet = Sheet(path, reader.format, match_columns(headers, mapping), rows, header_number,
-                  getattr(reader, "sheet_name", None), style)
+                  getattr(reader, "sheet_name", None), style, sha256=getattr(reader, "sha256", None))
     rows.sheet = sheet
     if not isinstance(reader, CsvReader):
         for _ in rows:  # a workbook is read once, now; its hidden columns are known after that
