@@ -66,6 +66,8 @@ class Intake:
     counts: dict[str, int] = field(default_factory=dict)
     unrecognised: dict[str, dict[str, int]] = field(default_factory=dict)
     started: str = ""
+    source: Any = field(default=None, repr=False)
+    """The DataFrame or rows read, when no file was: results keep their own values and dtypes."""
 
 
 def mapping_of(mapping: Mapping | dict | str | os.PathLike | None, maps: Iterable[str] = (),
@@ -110,7 +112,7 @@ def read(source: Any, *, mapping: Mapping | dict | str | os.PathLike | None = No
                 unrecognised.setdefault(field_name, Counter())[text] += 1
         plan = planning.build(checked)
         del checked
-    intake = Intake(found, plan, started=started,
+    intake = Intake(found, plan, started=started, source=None if isinstance(source, (str, os.PathLike)) else source,
                     unrecognised={k: dict(v.most_common()) for k, v in unrecognised.items()})
     _notice(intake, words, used, hidden, bool(conditions), unrecognised, report.CHECKS)
     return intake
@@ -182,11 +184,11 @@ class Result:
 
     @property
     def results(self) -> pandas.DataFrame:
-        return _frame(self.intake.sheet, self.rows, lambda r: True)
+        return _frame(self.intake, self.rows, lambda r: True)
 
     @property
     def errors(self) -> pandas.DataFrame:
-        return _frame(self.intake.sheet, self.rows, lambda r: r.to_fix)
+        return _frame(self.intake, self.rows, lambda r: r.to_fix)
 
     def write(self, out_dir: str | os.PathLike, stem: str | None = None,
               format: Literal["xlsx", "csv"] | None = None) -> Outputs:
@@ -204,23 +206,28 @@ class Result:
         return outputs
 
 
-def _frame(sheet: Sheet, results: list[RowResult], keep: Callable[[RowResult], bool]) -> pandas.DataFrame:
+def _frame(intake: Intake, results: list[RowResult], keep: Callable[[RowResult], bool]) -> pandas.DataFrame:
+    """The input's columns (a DataFrame's own, with their dtypes; a file's cells as read), then the
+    tool's columns, for the rows `keep` keeps."""
     import pandas
 
     from onboard.report import own_values
 
-    headers = [c.header or f"column {c.index + 1}" for c in sheet.columns]
-    own = [name for name in OUTPUT_COLUMNS]
-    width = len(headers)
-    lines = []
-    for row, result in zip(sheet.rows, results, strict=True):
-        if keep(result):
-            values = [None if v == "" else v for v in row.values[:width]] + [None] * (width - len(row.values))
-            mine = own_values(result)
-            lines.append([*values, *mine])
-    names = [h for h in headers if h not in own] + own
-    keep_at = [i for i, h in enumerate(headers) if h not in own]
-    return pandas.DataFrame([[line[i] for i in keep_at] + line[width:] for line in lines], columns=names)
+    chosen = [i for i, result in enumerate(results) if keep(result)]
+    if isinstance(intake.source, pandas.DataFrame):
+        frame = intake.source.iloc[chosen].reset_index(drop=True)
+    elif intake.source is not None:
+        frame = pandas.DataFrame(list(intake.source)).iloc[chosen].reset_index(drop=True)
+    else:
+        sheet = intake.sheet
+        headers = [c.header or f"column {c.index + 1}" for c in sheet.columns]
+        kept = set(chosen)
+        lines = [[None if v == "" else v for v in row.values] + [None] * (len(headers) - len(row.values))
+                 for position, row in enumerate(sheet.rows) if position in kept]
+        frame = pandas.DataFrame(lines, columns=headers)
+    mine = pandas.DataFrame([own_values(results[i]) for i in chosen], columns=list(OUTPUT_COLUMNS))
+    frame = frame.drop(columns=[c for c in OUTPUT_COLUMNS if c in frame.columns])
+    return pandas.concat([frame, mine], axis=1)
 
 
 def write_outputs(outputs: Outputs, intake: Intake, results: list[RowResult], summary: dict,
