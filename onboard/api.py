@@ -1,9 +1,10 @@
 """Calling the Energy Coordination API: where a planned entity becomes a request.
 
-One `httpx.AsyncClient` serves every environment: the real API over the network, or the emulator
-in-process over `httpx.ASGITransport`, so local rehearsals exercise the very code path a
-production run takes. Around each call: OAuth (an `httpx.Auth`), retries with backoff and full
-jitter (tenacity), and a concurrency limit that halves on 429 and grows back slowly.
+One `httpx.AsyncClient` serves every environment: the real API over the network (aiohttp's
+connection pool underneath, `onboard.transport`), or the emulator in-process over
+`httpx.ASGITransport`, so local rehearsals exercise the very code path a production run takes.
+Around each call: OAuth (an `httpx.Auth`), retries with backoff and full jitter (tenacity), and a
+concurrency limit that halves on 429 and grows back slowly.
 """
 
 from __future__ import annotations
@@ -19,18 +20,20 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 import httpx
 from pydantic import BaseModel, Field, SecretStr, ValidationError
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_random_exponential
 
 from onboard import __version__, contract
 from onboard.errors import ApiMalformed, ApiUnavailable, AuthError, printable
-from onboard.plan import Location, Resource, User
 from onboard.settings import Target, Tuning, masked
+
+if TYPE_CHECKING:
+    from tenacity import AsyncRetrying, RetryCallState
+
+    from onboard.plan import Location, Resource, User
 
 T = TypeVar("T")
 
@@ -453,8 +456,12 @@ class Api:
         self.tuning = tuning
         self.stats = stats
         self.redactor = auth.redactor
+        self.base_url = str(client.base_url).rstrip("/")
 
     def _retrying(self, deadline: Deadline) -> AsyncRetrying:
+        from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+        from tenacity.wait import wait_random_exponential
+
         jitter = wait_random_exponential(multiplier=self.tuning.retry_base, max=self.tuning.retry_cap)
 
         def wait(state) -> float:
@@ -487,56 +494,73 @@ class Api:
             why = (f"no complete answer within {limit:g} s" if limit < left else
                    f"no complete answer within the {deadline.seconds:g} s retry deadline")
             raise Transient(why, maybe_sent=True) from None
-        except httpx.RequestError as exc:
+        except httpx.RequestError as exc:  # sent, maybe, unless no connection was made (`onboard.transport`)
             unsent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise Transient(self.redactor.words(why), maybe_sent=not unsent) from exc
 
+    async def _persist(self, deadline: Deadline, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt` until it succeeds or the retrying gives up (re-raising its last `Transient`).
+        Most calls succeed at once, so tenacity is set up only after a first failure, which it
+        then takes as its own first attempt: the same waits and stops, without its cost per call."""
+        try:
+            return await attempt()
+        except Transient as failure:
+            first: Transient | None = failure
+        async for retry in self._retrying(deadline):
+            with retry:
+                if first is not None:
+                    failed, first = first, None
+                    raise failed
+                return await attempt()
+        raise AssertionError("tenacity ended without an outcome")  # reraise=True re-raises the last failure
+
     async def sign_in(self) -> None:
         deadline = Deadline(self.tuning.retry_deadline)
         try:
-            async for attempt in self._retrying(deadline):
-                with attempt:
-                    await self._attempt(deadline, lambda: self.auth.sign_in(self.client))
+            await self._persist(deadline, lambda: self._attempt(deadline, lambda: self.auth.sign_in(self.client)))
         except Transient as exc:
             raise ApiUnavailable(f"the token endpoint {self.auth.shown_url} did not answer: {exc}") from None
 
     async def call(self, operation_id: str, *, json: Any = None, params: dict | None = None,
                    **path: str) -> Answer:
         op = contract.operation(operation_id)
-        url = op.path(**path)
+        url = self.base_url + op.path(**path)  # absolute: httpx parses it once instead of merging it
         writes = op.method != "GET"
         deadline = Deadline(self.tuning.retry_deadline)
         ambiguous = False
         refused_token = False
         tries = 0
-        response: httpx.Response | None = None
+
+        async def attempt() -> httpx.Response:
+            nonlocal ambiguous, refused_token, tries
+            tries += 1
+            refused_token = False
+            async with self.throttle as started:
+                self.stats.requests += 1
+                try:
+                    response = await self._attempt(
+                        deadline, lambda: self.client.request(op.method, url, json=json, params=params))
+                except Transient as exc:
+                    ambiguous |= writes and exc.maybe_sent
+                    raise
+            self.stats.by_status[response.status_code] += 1
+            if response.status_code == 429:
+                self.stats.throttled += 1
+                self.throttle.throttled(started)
+                raise Transient("429 Too Many Requests", retry_after(response))
+            if response.status_code >= 500:
+                ambiguous |= writes
+                raise Transient(self.redactor.words(f"{response.status_code} {response.reason_phrase}"),
+                                retry_after(response))
+            refused_token = response.status_code == 401
+            if refused_token:
+                raise Transient("401 Unauthorized, even with a fresh token")
+            self.throttle.succeeded()
+            return response
+
         try:
-            async for attempt in self._retrying(deadline):
-                with attempt:
-                    tries += 1
-                    refused_token = False
-                    async with self.throttle as started:
-                        self.stats.requests += 1
-                        try:
-                            response = await self._attempt(
-                                deadline, lambda: self.client.request(op.method, url, json=json, params=params))
-                        except Transient as exc:
-                            ambiguous |= writes and exc.maybe_sent
-                            raise
-                    self.stats.by_status[response.status_code] += 1
-                    if response.status_code == 429:
-                        self.stats.throttled += 1
-                        self.throttle.throttled(started)
-                        raise Transient("429 Too Many Requests", retry_after(response))
-                    if response.status_code >= 500:
-                        ambiguous |= writes
-                        raise Transient(self.redactor.words(f"{response.status_code} {response.reason_phrase}"),
-                                        retry_after(response))
-                    refused_token = response.status_code == 401
-                    if refused_token:
-                        raise Transient("401 Unauthorized, even with a fresh token")
-                    self.throttle.succeeded()
+            response = await self._persist(deadline, attempt)
         except Transient as exc:
             if refused_token:
                 raise AuthError("the API keeps refusing freshly issued tokens (401): check the client's access "
@@ -545,23 +569,22 @@ class Api:
                 f"the API did not answer {op.method} {op.template} after {tries} attempts "
                 f"({exc}); what is done is kept: run the same command again to resume"
             ) from None
-        assert response is not None
         if response.status_code == 403:
             raise AuthError(f"the API refused {op.method} {op.template} (403 Forbidden): the client has no "
                             "access to it")
         if not response.is_success:
             return Answer(response.status_code, None, _message(response, self.redactor), ambiguous)
-        flaw = self.redactor.words(_flaw(op, response))
+        body, flaw = _documented(op, response)
         if flaw and not writes:
             raise ApiMalformed(
-                f"the API answered {op.method} {op.template} with {flaw}, not what its contract documents: check "
-                "--base-url; what is done is kept: run the same command again to resume"
+                f"the API answered {op.method} {op.template} with {self.redactor.words(flaw)}, not what its contract "
+                "documents: check --base-url; what is done is kept: run the same command again to resume"
             )
         if flaw:
-            return Answer(response.status_code, None, f"the API answered {response.status_code} with {flaw}, not "
-                          "what its contract documents, so whether this was registered is unknown: the next run "
-                          "looks it up", ambiguous, malformed=True)
-        return Answer(response.status_code, _without_nulls(_body(response)[0]), "", ambiguous)
+            return Answer(response.status_code, None, f"the API answered {response.status_code} with "
+                          f"{self.redactor.words(flaw)}, not what its contract documents, so whether this was "
+                          "registered is unknown: the next run looks it up", ambiguous, malformed=True)
+        return Answer(response.status_code, body, "", ambiguous)
 
     # what the pipeline asks
 
@@ -596,20 +619,36 @@ class Api:
         return await self.call("GetResourcesForUser", userId=user_id)
 
 
-def _flaw(op: contract.Operation, response: httpx.Response) -> str:
-    """What is wrong with a success answer's body: empty when it has the documented shape. A write
-    may answer without a body (the client does not read it); a read must answer its documented
-    JSON, since the run decides on it."""
+def _documented(op: contract.Operation, response: httpx.Response) -> tuple[Any, str]:
+    """A success answer's body as the pipeline takes it, and what is wrong with it (empty when it
+    has the documented shape). A write may answer without a body (the client does not read it); a
+    read must answer its documented JSON, since the run decides on it."""
     body, not_json = _body(response)
     if not_json:
-        return not_json
+        return None, not_json
     reads = op.method == "GET"
     if not response.content:
-        return "an empty body" if reads else ""
+        return None, "an empty body" if reads else ""
     problems = contract.answer_problems(op.id, response.status_code, body)
     if problems is None:
-        return f"a {response.status_code} it does not document for this read" if reads else ""
-    return f"JSON of another shape ({problems[0]})" if problems else ""
+        return None, f"a {response.status_code} it does not document for this read" if reads else ""
+    if problems:
+        return None, f"JSON of another shape ({problems[0]})"
+    return _without_nulls(body), ""
+
+
+def _proxied(*urls: str) -> bool:
+    """Whether the environment sends any of `urls` through a proxy (`HTTPS_PROXY`, `NO_PROXY`, ...).
+    Such a run keeps httpx's own pool, which follows those variables as it always did; aiohttp
+    would look them up again on every request."""
+    from urllib.request import getproxies, proxy_bypass
+
+    proxies = getproxies()
+    for url in urls:
+        parts = urlsplit(url)
+        if (proxies.get(parts.scheme) or proxies.get("all")) and not proxy_bypass(parts.hostname or ""):
+            return True
+    return False
 
 
 @asynccontextmanager
@@ -621,6 +660,10 @@ async def connect(target: Target, concurrency: int = 16, tuning: Tuning | None =
         from onboard.emulator import EmulatorSettings, create_app
 
         transport = httpx.ASGITransport(app=create_app(emulator_knobs or EmulatorSettings()))
+    elif transport is None and not _proxied(target.base_url, target.token_url):
+        from onboard.transport import AiohttpTransport
+
+        transport = AiohttpTransport(concurrency)
     stats = stats or Stats()
     auth = ClientCredentials(target.token_url, target.client_id, target.client_secret, stats=stats,
                              redactor=Redactor.for_target(target))

@@ -3,30 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import datetime as dt
-import logging
 import os
-import signal
-import socket
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from onboard import __version__, api, contract, records, report, template
-from onboard import mapping as mappings
-from onboard import plan as planning
-from onboard import sheet as sheets
-from onboard.emulator.faults import EmulatorSettings
-from onboard.errors import ConfigError, Interrupted, OnboardError, UsageError, printable
-from onboard.journal import Journal, Progress, fingerprint, journal_path
-from onboard.journal import progress as progress_of
-from onboard.pipeline import BatchSize, Ledger, Run, stop_everything
-from onboard.settings import ENVIRONMENTS, Target, Tuning, load, target
+from onboard import __version__
+from onboard.errors import ConfigError, OnboardError, UsageError, printable
+from onboard.settings import ENVIRONMENTS
+
+# Each command imports what it needs where it needs it, so `--help`, `template` or `status` do not
+# pay for the HTTP client, the emulator or the workbook writers.
+if TYPE_CHECKING:
+    from onboard.emulator.faults import EmulatorSettings
+    from onboard.journal import Progress
+    from onboard.onboarding import Intake, Result
+    from onboard.plan import Plan
+    from onboard.settings import Target
+    from onboard.sheet import Sheet
 
 SHOWN_PROBLEMS = 10
 
@@ -35,6 +32,8 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per emulator knob, straight from the settings model, so the two never differ.
 
     argparse %-formats help text, so a description's own `%` (as in "±50%") is doubled."""
+    from onboard.emulator.faults import EmulatorSettings
+
     for name, field in EmulatorSettings.model_fields.items():
         if name == "state":
             continue
@@ -43,6 +42,9 @@ def _knob_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _emulator_settings(args: argparse.Namespace) -> EmulatorSettings:
+    from onboard.emulator.faults import EmulatorSettings
+    from onboard.settings import load
+
     given = {k.removeprefix("knob_"): v for k, v in vars(args).items() if k.startswith("knob_") and v is not None}
     if getattr(args, "state", None):
         given["state"] = args.state
@@ -50,8 +52,12 @@ def _emulator_settings(args: argparse.Namespace) -> EmulatorSettings:
 
 
 def cmd_emulator(args: argparse.Namespace) -> int:
+    import logging
+    import socket
+
     import uvicorn
 
+    from onboard import contract
     from onboard.emulator.app import QuietDrops, create_app
     from onboard.emulator.store import wipe
 
@@ -88,64 +94,20 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-# reading and planning, shared by validate and run
-
-
-@dataclass
-class Intake:
-    """What reading and checking the sheet found: the plan, and what the user should hear about."""
-
-    sheet: sheets.Sheet
-    plan: planning.Plan
-    notices: list[str]
-    counts: dict[str, int]
-    unrecognised: dict[str, dict[str, int]]
+# validate and run: the work is `onboard.onboarding`'s; here it is only rendered
 
 
 def _read(args: argparse.Namespace) -> Intake:
-    mapping = mappings.load(args.mapping, args.map or [], args.map_value or [])
-    sheet = sheets.read(Path(args.input), args.sheet, mapping)
-    _show_columns(sheet)
-    sheets.check_columns(sheet)
-    where = [records.Condition.parse(text) for text in args.where or []]
-    checked = records.check(sheet, args.strict_meter_ids, mapping, where)
-    plan = planning.build(checked)
-    notices, counts = [], {}
-    headers = {mappings.normalise(c.header) for c in sheet.columns}
-    for given in mapping.columns:
-        if mappings.normalise(given) not in headers:
-            notices.append(f"the mapping names column {given!r}, which the sheet does not have")
-    for name, word in records.unused_values(sheet, mapping):
-        notices.append(f"the mapping's {name} value {word!r} appears in no row")
-    hidden = sum(1 for row in sheet.rows if getattr(row, "hidden", False))
-    if hidden:
-        counts["hidden rows"] = hidden
-        notices.append(f"{hidden} rows are hidden in the workbook (filtered out or hidden by hand); they are read "
-                       'like the others: choose rows with --where "Column=value"' if not where else
-                       f"{hidden} rows are hidden in the workbook; --where chooses which rows are read")
-    unrecognised: dict[str, Counter] = {}
-    for c in checked:
-        for name, text in c.unknown:
-            unrecognised.setdefault(name, Counter())[text] += 1
-    for name, words in unrecognised.items():
-        listed = ", ".join(f"{word!r} ({n} rows)" for word, n in words.most_common(8))
-        more = f" and {len(words) - 8} more" if len(words) > 8 else ""
-        word = words.most_common(1)[0][0]
-        notices.append(f"{name} values not recognised: {listed}{more}; map them to the API's values with "
-                       f'--map-value "{name}:{word}=VALUE" or a [values.{name}] table in a --mapping file')
-    for name, n in sorted(plan.counts.items()):
-        if n:
-            notices.append(f"{n} {'row' if n == 1 else 'rows'} flagged: {report.CHECKS.get(name, name)} "
-                           "(see each row's error or warnings)")
-    gs1 = sum(1 for r in plan.rows if any("GS1 check digit" in w.message for w in r.warnings))
-    if gs1:
-        counts["rows with a meter point id failing the GS1 check digit"] = gs1
-        notices.append(f"{gs1} rows have a meter point id failing the GS1 check digit: sent as they are "
-                       "(--strict-meter-ids refuses them)")
-    return Intake(sheet, plan, notices, counts, {k: dict(v.most_common()) for k, v in unrecognised.items()})
+    from onboard import onboarding
+
+    mapping = onboarding.mapping_of(args.mapping, args.map or [], args.map_value or [])
+    return onboarding.read(Path(args.input), mapping=mapping, sheet=args.sheet, where=args.where or [],
+                           strict_meter_ids=args.strict_meter_ids, columns_read=_show_columns)
 
 
-def _show_columns(sheet: sheets.Sheet) -> None:
+def _show_columns(sheet: Sheet) -> None:
+    from onboard import sheet as sheets
+
     where = f", sheet {sheet.sheet_name!r}" if sheet.sheet_name else ""
     print(f"{sheet.path.name}{where}: header in row {sheet.header_row}; columns:")
     uses = sheets.column_uses(sheet.columns)
@@ -155,65 +117,62 @@ def _show_columns(sheet: sheets.Sheet) -> None:
         print(printable(f"  {header:<{width}} {'-> ' if header in fields else ''}{use}"))
 
 
-def _show_problems(results: list[report.RowResult]) -> None:
+def _say(text: str) -> None:
+    print(printable(f"onboard: {text}", keep_lines=True), file=sys.stderr)
+
+
+def _show(result: Result) -> int:
+    """Say what happened; the exit code says whether anything is left to fix."""
+    outputs, summary, results = result.outputs, result.summary, result.rows
+    for notice in result.intake.notices:
+        _say(notice)
     refused = [r for r in results if r.to_fix]
-    for result in refused[:SHOWN_PROBLEMS]:
-        print(printable(f"  {result.named} ({result.status}): {result.error}"), file=sys.stderr)
+    for row in refused[:SHOWN_PROBLEMS]:
+        print(printable(f"  {row.named} ({row.status}): {row.error}"), file=sys.stderr)
     if len(refused) > SHOWN_PROBLEMS:
-        print(f"  ... and {len(refused) - SHOWN_PROBLEMS} more rows in the errors file", file=sys.stderr)
-
-
-def _summary(intake: Intake, results: list[report.RowResult], ledger: Ledger | None, **extra) -> dict:
-    return report.summarise(intake.sheet, intake.plan, results, ledger, tool=f"onboard {__version__}",
-                            input_sha256=fingerprint(intake.sheet.path), **extra, notices=intake.counts,
-                            unrecognised_values=intake.unrecognised)
-
-
-def _finish(outputs: report.Outputs, intake: Intake, results: list[report.RowResult], summary: dict) -> int:
-    """Write the outputs, then say what happened; the exit code says whether anything is left to fix."""
-    errors_written = report.write(outputs, intake.sheet, results, summary)
-    for notice in intake.notices:
-        print(printable(f"onboard: {notice}"), file=sys.stderr)
-    _show_problems(results)
+        where = "the errors file" if outputs.errors is not None else "the validation file"
+        print(f"  ... and {_rows(len(refused) - SHOWN_PROBLEMS)} more in {where}", file=sys.stderr)
     counts = ", ".join(f"{n} {status}" for status, n in summary["status"].items())
     print(f"{summary['rows']} rows: {counts}")
     if "requests" in summary:
         entities = "; ".join(f"{kind} " + ", ".join(f"{n} {state}" for state, n in c.items())
                              for kind, c in summary["entities"].items())
         print(f"{entities}; {summary['requests']} requests in {summary['seconds']} s")
-    to_fix = sum(1 for r in results if r.to_fix)
     unsent = sum(1 for r in results if r.status == "not sent")
     print(f"  {'validation' if outputs.errors is None else 'results'}: {outputs.results}")
     if outputs.errors is not None:
-        print(f"  errors:  {outputs.errors}  ({to_fix} rows to fix and run again)" if errors_written
+        print(f"  errors:  {outputs.errors}  ({_rows(len(refused))} to fix and run again)" if result.errors_written
               else "  errors:  none: no row to fix")
     print(f"  summary: {outputs.summary}")
     if unsent:
-        print(f"  {unsent} rows not sent: run the same command again to resume")
-    return 1 if to_fix or unsent else 0
+        print(f"  {_rows(unsent)} not sent: run the same command again to resume")
+    if result.folded is not None:
+        into, folded = result.folded
+        print(f"  {_rows(folded.updated)} brought up to date in {into}"
+              + (f"; {_rows(folded.added)} with no original row of their own (added by hand) are in "
+                 f"{outputs.results.name} only" if folded.added else ""))
+    code = 1 if refused or unsent else 0
+    if result.stopped is not None:
+        _say(str(result.stopped))
+        code = max(code, result.stopped.exit_code)
+    return code
 
 
-def _validated(outputs: report.Outputs, intake: Intake, started: str) -> int:
-    """Outputs with statuses valid/invalid: nothing was sent."""
-    results = report.row_results(intake.sheet, intake.plan, None)
-    return _finish(outputs, intake, results, _summary(intake, results, None, started=started, finished=_now()))
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
-
-
-def _out(args: argparse.Namespace) -> Path | None:
-    return Path(args.out) if args.out else None
+def _out(args: argparse.Namespace) -> Path:
+    return Path(args.out) if args.out else Path(args.input).parent
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    started = _now()
-    intake = _read(args)
-    return _validated(report.Outputs.beside(intake.sheet.path, _out(args), "validation"), intake, started)
+    from onboard import onboarding
+
+    return _show(onboarding.validated(_read(args), _out(args)))
 
 
-def _describe_plan(plan: planning.Plan, batch_size: int) -> str:
+def _describe_plan(plan: Plan, batch_size: int) -> str:
     vehicles = sum(1 for r in plan.resources.values() if r.is_vehicle)
     requests = plan.requests(batch_size)
     invalid = sum(1 for r in plan.rows if not r.valid)
@@ -224,7 +183,7 @@ def _describe_plan(plan: planning.Plan, batch_size: int) -> str:
             "plus the reads that find what exists")
 
 
-def _confirm_production(args: argparse.Namespace, where: Target, plan: planning.Plan) -> None:
+def _confirm_production(args: argparse.Namespace, where: Target, plan: Plan) -> None:
     if where.env != "production" or args.yes:
         return
     if not sys.stdin.isatty():
@@ -236,81 +195,35 @@ def _confirm_production(args: argparse.Namespace, where: Target, plan: planning.
         raise UsageError("not confirmed; nothing was sent")
 
 
-async def _execute(run_with: dict, where: Target, plan: planning.Plan, ledger: Ledger,
-                   args: argparse.Namespace) -> None:
-    """Sign in, then run the stages; SIGTERM stops it like Ctrl-C does."""
+async def _send(intake: Intake, where: Target, args: argparse.Namespace) -> Result:
+    """The run, with SIGTERM stopping it as Ctrl-C does."""
+    import asyncio
+    import signal
+
+    from onboard import onboarding
+
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
     try:
-        async with api.connect(where, args.concurrency, run_with["tuning"], emulator_knobs=run_with["knobs"],
-                               stats=run_with["stats"]) as client:
-            await client.sign_in()
-            await Run(client, plan, ledger, run_with["batch"], args.concurrency, show_progress=args.progress)()
+        return await onboarding.send(intake, where, out=_out(args), batch_size=args.batch_size,
+                                     concurrency=args.concurrency, progress=args.progress, state=args.state,
+                                     custom_url=args.base_url is not None, say=_say)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    started, clock = _now(), time.monotonic()
+    import asyncio
+
+    from onboard import onboarding
+
     intake = _read(args)
-    sheet, plan = intake.sheet, intake.plan
     if args.dry_run:
-        print(_describe_plan(plan, args.batch_size))
-        return _validated(report.Outputs.beside(sheet.path, _out(args), "validation"), intake, started)
-    outputs = report.Outputs.beside(sheet.path, _out(args))
-    where = target(args.env, args.base_url, args.token_url)
-    run_with = {"tuning": load(Tuning, "ONBOARD_* settings"), "stats": api.Stats(),
-                "batch": BatchSize(args.batch_size), "knobs": None}
-    if where.local:
-        state = {"state": Path(args.state)} if args.state else {}
-        run_with["knobs"] = load(EmulatorSettings, "ONBOARD_EMULATOR_* settings", **state)
-        print(f"onboard: --env local: the emulator runs in-process, state in {run_with['knobs'].state}",
-              file=sys.stderr)
-    _confirm_production(args, where, plan)
-    planned = {"users": len(plan.users), "locations": len(plan.locations), "resources": len(plan.resources)}
-    api_key = where.shown_base_url
-    if where.local:
-        api_key += f" (state {run_with['knobs'].state.resolve()})"
-    journal = Journal.open(journal_path(outputs.results.parent, sheet.path), sheet.path, api_key, planned)
-    stats = run_with["stats"]
-    try:
-        ledger = Ledger(journal, journal.outcomes() if journal.resumed else ())
-        if journal.resumed:
-            print(f"onboard: resuming the unfinished run of {sheet.path.name} ({len(ledger.outcomes)} entities "
-                  f"already settled; journal {journal.path})", file=sys.stderr)
-        stopped: OnboardError | None = None
-        try:
-            asyncio.run(_execute(run_with, where, plan, ledger, args))
-        except OnboardError as exc:
-            if not stats.token_fetches:
-                journal.discard()
-                raise
-            stopped = exc
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            stopped = Interrupted("interrupted: what is done is kept; run the same command again to resume")
-        if stopped is not None:
-            stop_everything(plan, ledger, f"not sent: {stopped}")
-        results = report.row_results(sheet, plan, ledger)
-        summary = _summary(
-            intake, results, ledger, started=started, finished=_now(),
-            environment="custom" if args.base_url and not where.local else where.env,
-            base_url=where.shown_base_url, resumed=journal.resumed, **stats.as_dict(),
-            batch_size=run_with["batch"].value, seconds=round(time.monotonic() - clock, 2),
-            journal="closed" if stopped is None else str(journal.path),
-        )
-        code = _finish(outputs, intake, results, summary)
-        folded_into = report.original_results(sheet.path, outputs)
-        if folded_into is not None:
-            updated = report.fold_back(folded_into, sheet, results, sheets.read)
-            print(f"  {updated} rows brought up to date in {folded_into}")
-        if stopped is None:
-            journal.finish()
-    finally:
-        journal.release()
-    if stopped is not None:
-        print(f"onboard: {printable(str(stopped), keep_lines=True)}", file=sys.stderr)
-        return max(code, stopped.exit_code)
-    return code
+        print(_describe_plan(intake.plan, args.batch_size))
+        return _show(onboarding.validated(intake, _out(args)))
+    where = onboarding.target(args.env, args.base_url, args.token_url)
+    _confirm_production(args, where, intake.plan)
+    return _show(asyncio.run(_send(intake, where, args)))
 
 
 def _when(stamp: float | None) -> str:
@@ -318,6 +231,9 @@ def _when(stamp: float | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from onboard.journal import journal_path
+    from onboard.journal import progress as progress_of
+
     folder = Path(args.out) if args.out else None
     source = Path(args.input) if args.input else None
     if source:
@@ -349,7 +265,7 @@ def _show_run(run: Progress, path: Path, source: Path | None) -> None:
              {"open": "interrupted", "closed": "finished", "abandoned": "abandoned"}.get(run.state, run.state))
     print(f"{Path(run.input).name} -> {run.base_url}")
     if source and Path(run.input).resolve() != source.resolve():
-        print(f"  (a run of {run.input}, another input with the same name)")
+        print(f"  (a run of {run.input}, another input whose outputs have the same names)")
     print(f"  {state}; started {_when(run.started)}, last activity {_when(run.updated or run.finished)}")
     if run.state == "open":
         for kind, total in run.planned.items():
@@ -365,6 +281,8 @@ def _show_run(run: Progress, path: Path, source: Path | None) -> None:
 
 
 def cmd_template(args: argparse.Namespace) -> int:
+    from onboard import template
+
     path = Path(args.output)
     template.write_template(path, force=args.force)
     print(f"wrote {path}")

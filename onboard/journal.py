@@ -140,14 +140,15 @@ class Journal:
         self.discovered = discovered
 
     @classmethod
-    def open(cls, path: Path, source: Path, base_url: str, planned: dict[str, int]) -> Journal:
+    def open(cls, path: Path, source: Path, base_url: str, planned: dict[str, int],
+             sha256: str | None = None) -> Journal:
         """Resume the open run of this input and API, or start a new one. Only one process at a
-        time works on a journal."""
+        time works on a journal. `sha256` is the input's content when it is no file (a DataFrame)."""
         lock = _Lock.take(path, source)
         try:
             db, _ = _open(path, read_only=False)
             try:
-                return cls._begin(path, db, lock, source, base_url, planned)
+                return cls._begin(path, db, lock, source, base_url, planned, sha256 or fingerprint(source))
             except sqlite3.Error as exc:
                 db.close()
                 raise _unusable(path, f"cannot be used ({exc})") from None
@@ -160,8 +161,7 @@ class Journal:
 
     @classmethod
     def _begin(cls, path: Path, db: sqlite3.Connection, lock: _Lock, source: Path, base_url: str,
-               planned: dict[str, int]) -> Journal:
-        sha = fingerprint(source)
+               planned: dict[str, int], sha: str) -> Journal:
         row = db.execute("SELECT id, discovered FROM runs WHERE input_sha256 = ? AND base_url = ? AND state = 'open'",
                          (sha, base_url)).fetchone()
         if row:

@@ -103,6 +103,12 @@ class Mapping:
 
     columns: dict[str, str | None] = field(default_factory=dict)
     values: dict[str, dict[str, str]] = field(default_factory=dict)
+    _words: dict[str, dict[str, str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Per field, each value mapping's word as matching sees it -> the word as written."""
+
+    def __post_init__(self) -> None:
+        for field_name, table in self.values.items():
+            self._words[field_name] = {normalise(word): word for word in table}
 
     def column(self, header: str) -> tuple[bool, str | None]:
         """(the mapping names this header, the field it maps to or None for ignored)."""
@@ -113,11 +119,12 @@ class Mapping:
         return False, None
 
     def value(self, field_name: str, text: str) -> str | None:
-        key = normalise(text)
-        for given, value in self.values.get(field_name, {}).items():
-            if normalise(given) == key:
-                return value
-        return None
+        word = self.word(field_name, text)
+        return None if word is None else self.values[field_name][word]
+
+    def word(self, field_name: str, text: str) -> str | None:
+        """The mapping's own key that `text` matches, as the user wrote it."""
+        return self._words.get(field_name, {}).get(normalise(text))
 
     def value_keys(self) -> Iterable[tuple[str, str]]:
         for field_name, table in self.values.items():
@@ -192,6 +199,7 @@ class Mapping:
                                   f"{', '.join(CHOICES[name])}")
             value = chosen
         self.values.setdefault(name, {})[word.strip()] = value.strip()
+        self._words.setdefault(name, {})[normalise(word)] = word.strip()
 
 
 def load(file: Path | str | None = None, maps: Iterable[str] = (), map_values: Iterable[str] = ()) -> Mapping:

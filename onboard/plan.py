@@ -9,29 +9,40 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
 import math
 import re
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from onboard.records import Cell, Checked, Coordinates, Problem, Row, check_cells
+from onboard.records import Cell, Checked, Coordinates, Problem, Row, Sighting, check_cells, reads_like_total, words
 from onboard.template import TEMPLATE_EXAMPLE
 
 # Fixed forever: changing it would give every entity of every sheet a new ID.
 NAMESPACE = uuid.UUID("5b0c3c3e-6f0e-5a43-9d35-0b6a1f1e7a10")
 
 
+_NAMESPACE_BYTES = NAMESPACE.bytes
+
+
 def derived_id(kind: str, *keys: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, "\x1f".join((kind, *keys))))
+    """`uuid.uuid5(NAMESPACE, kind + keys)` as text, computed without building UUID objects: it runs
+    once per entity, a million times for a large sheet."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join((kind, *keys)).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class User:
     id: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     id: str
     user_id: str
@@ -40,7 +51,7 @@ class Location:
     coordinates: Coordinates | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Resource:
     id: str
     user_id: str
@@ -53,7 +64,7 @@ class Resource:
         return self.resource_type == "Vehicle"
 
 
-@dataclass
+@dataclass(slots=True)
 class RowPlan:
     """What one row asks for: the IDs of its user, location and resource, or why it cannot."""
 
@@ -61,14 +72,38 @@ class RowPlan:
     user_id: str | None = None
     location_id: str | None = None
     resource_id: str | None = None
-    problems: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
+    problems: list[Problem] | tuple[()] = ()
+    warnings: list[Problem] | tuple[()] = ()
+    """Both start as the shared empty tuple: a million rows, most without either, need no lists."""
     skipped: bool = False
     """Left out by --where: registers nothing."""
+    origin: int | None = None
+    """The row of the original sheet, when this sheet is one of the tool's outputs run again."""
+    row: Row | None = None
+    """The validated cells, while planning needs them; let go once the plan is built."""
+    total_cell: str | None = None
+    """A cell outside the fields that reads like a totals line (`Totalt`), on a row without site or device."""
+    meters: Sighting | None = None
+    """The meter point ids of a row refused for something else, so a site sharing one still hears of it."""
 
     @property
     def valid(self) -> bool:
         return not self.problems
+
+    @property
+    def shown(self) -> int:
+        """The row number messages name: the original sheet's, through every fix-and-rerun round."""
+        return self.origin if self.origin is not None else self.number
+
+    def refuse(self, problem: Problem) -> None:
+        if not self.problems:
+            self.problems = []
+        self.problems.append(problem)
+
+    def warn(self, problem: Problem) -> None:
+        if not self.warnings:
+            self.warnings = []
+        self.warnings.append(problem)
 
     def entities(self) -> list[tuple[str, str]]:
         """(kind, id) of everything this row registers, parents first."""
@@ -138,8 +173,9 @@ def _refuse_conflicts(rows: list[tuple[RowPlan, Row]], name: str, checks: dict[s
             continue
         refused = True
         for row_plan, _ in rows:
-            others = _rows_named(numbers, row_plan.number)
-            row_plan.problems.append(Problem(column, f"{name} has a different {column} in {others}"))
+            shown = {p.number: p.shown for p, _ in rows}
+            others = _rows_named([shown[n] for n in numbers], row_plan.shown)
+            row_plan.refuse(Problem(column, f"{name} has a different {column} in {others}"))
     return refused
 
 
@@ -156,37 +192,61 @@ def _positions(checked: list[Checked]) -> dict[int, str]:
 
 
 def build(checked: list[Checked]) -> Plan:
-    plan = Plan(rows=[RowPlan(c.number, problems=list(c.problems), warnings=list(c.warnings), skipped=c.skipped)
-                      for c in checked])
+    """The plan of a checked sheet. It takes `checked` over: each item becomes the plan's row in
+    place, so a million rows are never held twice."""
     positional = _positions(checked)
-    for row_plan in plan.rows:
-        row_plan.resource_id = positional.get(row_plan.number)
-    valid = [(p, c.row) for p, c in zip(plan.rows, checked, strict=True) if c.valid]
+    for i, c in enumerate(checked):
+        checked[i] = RowPlan(c.number, resource_id=positional.get(c.number), problems=c.problems,
+                             warnings=c.warnings, skipped=c.skipped, origin=c.origin,
+                             row=c.row if c.valid else None, total_cell=c.total_cell,
+                             meters=c.meters if not c.valid else None)
+    plan = Plan(rows=checked)  # type: ignore[arg-type]
+    valid = [p for p in plan.rows if p.row is not None]
     _refuse_totals_and_headings(plan, valid)
-    valid = [(p, r) for p, r in valid if p.valid]
+    valid = [p for p in valid if p.valid]
 
-    customers: dict[str, list[tuple[RowPlan, Row]]] = defaultdict(list)
-    for row_plan, row in valid:
-        customers[row.customer_id or "\x1fuser\x1f" + row.user_id].append((row_plan, row))
+    _refuse_shared_meter_points(plan, valid)
+    _refuse_shared_ids(plan, valid)
+    _warn_similar_site_refs(plan, valid)
+    _warn_repeated_devices(plan, valid)
+    _warn_template_example(plan, valid)
+    valid = [p for p in valid if p.valid]
 
-    for customer, rows in customers.items():
+    customers: dict[str, list[RowPlan]] = defaultdict(list)
+    for row_plan in valid:
+        customers[_customer_key(row_plan.row)].append(row_plan)
+
+    for customer, plans in customers.items():
+        rows = list(_pairs(plans))
         label = rows[0][1].customer_id or rows[0][1].user_id
-        if _refuse_conflicts(rows, f"customer {label!r}", {"user_id": {p.number: r.user_id for p, r in rows}}):
+        if len(rows) > 1 and _refuse_conflicts(rows, f"customer {label!r}",
+                                               {"user_id": {p.number: r.user_id for p, r in rows}}):
+            for row_plan in plans:
+                row_plan.row = None
             continue
         user_id = next((r.user_id for _, r in rows if r.user_id), None) or derived_id("user", customer)
         for row_plan, _ in rows:
             row_plan.user_id = user_id
         _plan_sites(plan, customer, label, user_id, rows)
         _plan_devices(plan, customer, label, user_id, rows, positional)
+        for row_plan in plans:
+            row_plan.row = None  # planned: its cells are no longer needed, and a million of them add up
 
-    _refuse_shared_meter_points(plan, valid)
-    _refuse_shared_ids(plan, valid)
     _register(plan, valid)
-    _warn_similar_site_refs(plan, valid)
-    _warn_repeated_devices(plan, valid)
     _warn_swapped_coordinates(plan)
-    _warn_template_example(plan, valid)
+    for row_plan in plan.rows:
+        row_plan.row = None
     return plan
+
+
+def _customer_key(row: Row) -> str:
+    return row.customer_id or "\x1fuser\x1f" + row.user_id
+
+
+def _pairs(plans: list[RowPlan]) -> Iterator[tuple[RowPlan, Row]]:
+    """(row plan, its row) for each, made as they are used rather than kept."""
+    for row_plan in plans:
+        yield row_plan, row_plan.row
 
 
 def _plan_sites(plan, customer, label, user_id, rows) -> None:
@@ -196,26 +256,28 @@ def _plan_sites(plan, customer, label, user_id, rows) -> None:
         if key:
             sites[key].append((row_plan, row))
     for key, site_rows in sites.items():
-        name = _site_name(label, key)
-        if _refuse_conflicts(site_rows, name, {
+        if len(site_rows) > 1 and _refuse_conflicts(site_rows, _site_name(label, key), {
             "location_id": {p.number: r.location_id for p, r in site_rows},
             "location_type": {p.number: r.location_type for p, r in site_rows},
             "meter_point_ids": {p.number: frozenset(r.meter_point_ids) for p, r in site_rows},
             "latitude": {p.number: r.coordinates for p, r in site_rows},
         }):
             continue
-        explicit = next((r.location_id for _, r in site_rows if r.location_id), None)
-        location = Location(
-            id=explicit or derived_id("location", customer, key),
-            user_id=user_id,
-            location_type=next((r.location_type for _, r in site_rows if r.location_type), None),
-            meter_point_ids=next((r.meter_point_ids for _, r in site_rows if r.meter_point_ids), ()),
-            coordinates=next((r.coordinates for _, r in site_rows if r.coordinates), None),
-        )
+        if len(site_rows) == 1:
+            row = site_rows[0][1]
+            explicit, location_type, meter_point_ids, coordinates = (row.location_id, row.location_type,
+                                                                     row.meter_point_ids, row.coordinates)
+        else:
+            explicit = next((r.location_id for _, r in site_rows if r.location_id), None)
+            location_type = next((r.location_type for _, r in site_rows if r.location_type), None)
+            meter_point_ids = next((r.meter_point_ids for _, r in site_rows if r.meter_point_ids), ())
+            coordinates = next((r.coordinates for _, r in site_rows if r.coordinates), None)
+        location = Location(explicit or derived_id("location", customer, key), user_id, location_type,
+                            meter_point_ids, coordinates)
         if not location.meter_point_ids and location.coordinates is None:
             for row_plan, _ in site_rows:
-                row_plan.problems.append(Problem("meter_point_ids", f"{name} has neither meter point ids nor "
-                                                 "latitude/longitude on any row: fill one of them"))
+                row_plan.refuse(Problem("meter_point_ids", f"{_site_name(label, key)} has neither meter "
+                                                 "point ids nor latitude/longitude on any row: fill one of them"))
             continue
         for row_plan, _ in site_rows:
             row_plan.location_id = location.id
@@ -233,8 +295,8 @@ def _plan_devices(plan, customer, label, user_id, rows, positional) -> None:
             key = "id\x1f" + (row.resource_id or positional[row_plan.number])
         devices[key].append((row_plan, row))
     for key, device_rows in devices.items():
-        name = f"device {key.split(chr(31), 1)[1]!r} of customer {label!r}"
-        if _refuse_conflicts(device_rows, name, {
+        name = f"device {key.split(chr(31), 1)[1]!r} of customer {label!r}" if len(device_rows) > 1 else ""
+        if len(device_rows) > 1 and _refuse_conflicts(device_rows, name, {
             "resource_id": {p.number: r.resource_id for p, r in device_rows},
             "resource_type": {p.number: r.resource_type for p, r in device_rows},
             "location_ref": {p.number: p.location_id for p, r in device_rows if r.resource_type != "Vehicle"},
@@ -243,7 +305,8 @@ def _plan_devices(plan, customer, label, user_id, rows, positional) -> None:
             continue
         first = device_rows[0][1]
         vehicle = first.resource_type == "Vehicle"
-        explicit = next((r.resource_id for _, r in device_rows if r.resource_id), None)
+        explicit = first.resource_id if len(device_rows) == 1 else next(
+            (r.resource_id for _, r in device_rows if r.resource_id), None)
         positioned = positional.get(device_rows[0][0].number)
         resource = Resource(
             id=explicit or positioned or derived_id("resource", customer, key),
@@ -254,36 +317,37 @@ def _plan_devices(plan, customer, label, user_id, rows, positional) -> None:
         )
         if not vehicle and resource.location_id is None:
             for row_plan, _ in device_rows:
-                row_plan.problems.append(Problem("location_ref", f"{name} is at a site that could not be planned"))
+                row_plan.refuse(Problem("location_ref", f"device {key.split(chr(31), 1)[1]!r} of customer "
+                                                 f"{label!r} is at a site that could not be planned"))
             continue
         for row_plan, _ in device_rows:
             row_plan.resource_id = resource.id
         plan.resources[resource.id] = resource
 
 
-def _refuse_shared_ids(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
+def _refuse_shared_ids(plan: Plan, valid: list[RowPlan]) -> None:
     """An explicit ID names one entity: two customers (or sites, or devices) may not share it."""
     for kind, attr, owner in (("user_id", "user_id", lambda r: r.customer_id),
                               ("location_id", "location_id", lambda r: (r.customer_id, _site_key(r))),
                               ("resource_id", "resource_id", lambda r: (r.customer_id, r.resource_ref))):
         holders: dict[str, dict[object, list[RowPlan]]] = defaultdict(lambda: defaultdict(list))
-        for row_plan, row in valid:
+        for row_plan, row in _pairs(valid):
             explicit = getattr(row, attr)
             if explicit and row_plan.valid:
                 holders[explicit][owner(row)].append(row_plan)
         for explicit, owners in holders.items():
             if len(owners) > 1:
                 rows = [p for group in owners.values() for p in group]
-                numbers = sorted(p.number for p in rows)
+                numbers = sorted(p.shown for p in rows)
                 for row_plan in rows:
-                    row_plan.problems.append(Problem(kind, f"{kind} {explicit!r} names different entities "
+                    row_plan.refuse(Problem(kind, f"{kind} {explicit!r} names different entities "
                                                      f"in rows {', '.join(map(str, numbers))}"))
 
 
-def _register(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
+def _register(plan: Plan, valid: list[RowPlan]) -> None:
     """Keep only what valid rows still ask for; a refused row registers nothing, though it keeps a
     position-derived device ID, which the errors file carries to the re-run."""
-    wanted = [p for p, _ in valid if p.valid]
+    wanted = [p for p in valid if p.valid]
     locations = {p.location_id for p in wanted}
     resources = {p.resource_id for p in wanted}
     plan.users = {p.user_id: User(p.user_id) for p in wanted}
@@ -296,27 +360,10 @@ def _register(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
 
 # rows that are not customers: totals and section headings
 
-TOTAL_WORDS = frozenset({
-    "total", "totals", "totalt", "totalsum", "totalsumma", "grandtotal", "subtotal", "subtotals", "sumtotal",
-    "sum", "sums", "summa", "summe", "delsum", "delsumma", "deltotal", "mellomsum", "ialt", "samtals",
-    "yhteensä", "yht", "välisumma", "kaikkiyhteensä", "antall", "antal", "count", "lukumäärä",
-})
-"""Words a totals row starts or ends with, in English, Norwegian, Swedish, Danish and Finnish
-(`I alt` and `Grand total` are matched as one word)."""
 KEEP_ON_PURPOSE = ("delete the row, or, to register it as a customer on purpose, give it a site or a device, "
                    "or fill its user_id")
 DIGIT_KEYS = 0.9
 """Share of the real customer keys holding a digit above which a key without one stands out."""
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"[^\W\d_]+", text.casefold())
-
-
-def _reads_like_total(key: str) -> bool:
-    words = _words(key)
-    return bool(words) and not TOTAL_WORDS.isdisjoint(
-        {words[0], words[-1], "".join(words[:2]), "".join(words[-2:])})
 
 
 def _has_digit(key: str) -> bool:
@@ -336,31 +383,34 @@ def _placement(number: int, numbers: list[int]) -> str | None:
     return f"comes after blank row {gap[0]}" if len(gap) == 1 else f"comes after blank rows {gap[0]}-{gap[-1]}"
 
 
-def _refuse_totals_and_headings(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
+def _refuse_totals_and_headings(plan: Plan, valid: list[RowPlan]) -> None:
     """A billing export's `Totalt` or `Bedriftskunder` line has a customer cell and nothing else
     the tool reads: it would become a user. A customer with a site, a device or a user_id on any
     row is real and never refused here."""
     real: dict[str, int] = {}
-    for row_plan, row in valid:
+    for row_plan, row in _pairs(valid):
         if row.customer_id and (row.has_location or row.has_resource or row.user_id):
-            real.setdefault(row.customer_id, row_plan.number)
+            real.setdefault(row.customer_id, row_plan.shown)
     keyed = [(k, n) for k, n in real.items() if _has_digit(k)]
     digits = len(real) >= 3 and len(keyed) >= DIGIT_KEYS * len(real)
     numbers = sorted(p.number for p in plan.rows)
-    for row_plan, row in valid:
+    for row_plan, row in _pairs(valid):
         key = row.customer_id
         if not key or key in real or row.user_id:
             continue
-        if _reads_like_total(key):
+        if reads_like_total(key):
             reason = f"{key!r} reads like a total, not a customer: the row has no site and no device"
-        elif digits and not _has_digit(key) and _words(key) and (placed := _placement(row_plan.number, numbers)):
+        elif row_plan.total_cell:
+            reason = (f"the row reads like a totals line ({row_plan.total_cell!r} in another column), not customer "
+                      f"{key!r}: it has no site and no device")
+        elif digits and not _has_digit(key) and words(key) and (placed := _placement(row_plan.number, numbers)):
             example, at = keyed[0]
             reason = (f"{key!r} reads like a section heading, not a customer: the row has no site and no device, "
                       f"{placed}, and its key holds no digit unlike the other customer keys "
                       f"(such as {example!r} in row {at})")
         else:
             continue
-        row_plan.problems.append(Problem("customer_id", f"{reason}; {KEEP_ON_PURPOSE}"))
+        row_plan.refuse(Problem("customer_id", f"{reason}; {KEEP_ON_PURPOSE}"))
         plan.counts["totals_or_headings"] += 1
 
 
@@ -374,15 +424,19 @@ def _plain(ref: str) -> str:
     return re.sub(r"\s+", "", ref).casefold()
 
 
-def _refuse_shared_meter_points(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
+def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan]) -> None:
     """A meter point measures one site: two planned sites holding it (of two customers, or two
     spellings of one customer's site) would register it twice. Every row of each is refused."""
-    planned = {p.location_id for p, _ in valid if p.valid and p.location_id in plan.locations}
-    holders: dict[str, list[str]] = defaultdict(list)
-    for location_id in planned:
-        for mpid in plan.locations[location_id].meter_point_ids:
-            holders[mpid].append(location_id)
-    shared: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    meters: dict[tuple[str, str], tuple[str, ...]] = {}
+    for row_plan, row in _pairs(valid):
+        if row_plan.valid and row.meter_point_ids:
+            meters.setdefault((_customer_key(row), _site_key(row)), row.meter_point_ids)
+    holders: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for site, mpids in meters.items():
+        for mpid in mpids:
+            holders[mpid].append(site)
+    _refuse_meters_of_refused_rows(plan, valid, holders)
+    shared: dict[tuple[str, str], dict[tuple[str, str], list[str]]] = defaultdict(lambda: defaultdict(list))
     for mpid, location_ids in holders.items():
         if len(location_ids) < 2:
             continue
@@ -390,10 +444,12 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[tuple[RowPlan, Row]]) ->
             for other in location_ids:
                 if other != one:
                     shared[one][other].append(mpid)
-    sites: dict[str, list[tuple[RowPlan, Row]]] = defaultdict(list)
-    for row_plan, row in valid:
-        if row_plan.valid and row_plan.location_id in shared:
-            sites[row_plan.location_id].append((row_plan, row))
+    if not shared:
+        return
+    sites: dict[tuple[str, str], list[tuple[RowPlan, Row]]] = defaultdict(list)
+    for row_plan, row in _pairs(valid):
+        if row_plan.valid and (site := (_customer_key(row), _site_key(row))) in shared:
+            sites[site].append((row_plan, row))
     for location_id, others in shared.items():
         mine = sites[location_id][0][1]
         by_ids: dict[tuple[str, ...], list[str]] = defaultdict(list)
@@ -402,7 +458,7 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[tuple[RowPlan, Row]]) ->
             rows = sites[other]
             first = rows[0][1]
             label = first.customer_id or first.user_id
-            numbers = ", ".join(str(p.number) for p, _ in rows)
+            numbers = ", ".join(str(p.shown) for p, _ in rows)
             by_ids[tuple(mpids)].append(f"{_site_name(label, _site_key(first))} "
                                         f"(row{'s' if len(rows) > 1 else ''} {numbers})")
             if first.customer_id == mine.customer_id and _same_but_spelling(first.location_ref, mine.location_ref):
@@ -411,16 +467,52 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[tuple[RowPlan, Row]]) ->
         said = [f"meter point id {', '.join(ids)} is also on {' and '.join(names)}" for ids, names in by_ids.items()]
         message = "; ".join(said) + ": a meter point belongs to one site" + "".join(f"; {r}" for r in respelt)
         for row_plan, _ in sites[location_id]:
-            row_plan.problems.append(Problem("meter_point_ids", message))
+            row_plan.refuse(Problem("meter_point_ids", message))
             plan.counts["shared_meter_points"] += 1
 
 
-def _warn_similar_site_refs(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
+def _refuse_meters_of_refused_rows(plan: Plan, valid: list[RowPlan], holders: dict[str, list[tuple[str, str]]]) -> None:
+    """A row refused for another reason still names its meter point ids: a site of another row
+    holding one is refused too, both naming each other, so fixing the other cell later cannot let
+    the meter point onto two sites."""
+    refused = [p for p in plan.rows if p.meters]
+    if not refused:
+        return
+    rows_of: dict[tuple[str, str], list[RowPlan]] = defaultdict(list)
+    for row_plan, row in _pairs(valid):
+        if row_plan.valid and row.meter_point_ids:
+            rows_of[_customer_key(row), _site_key(row)].append(row_plan)
+    for other in refused:
+        for mpid in other.meters.meter_point_ids:
+            for site in holders.get(mpid, ()):
+                plans = rows_of[site]
+                if site[0] == other.meters.customer:  # the customer's own site: a refusal of its own is enough
+                    continue
+                numbers = ", ".join(str(p.shown) for p in plans)
+                other.refuse(Problem("meter_point_ids", f"meter point id {mpid} is also on row"
+                                     f"{'s' if len(plans) > 1 else ''} {numbers}: a meter point belongs to one site"))
+                for row_plan in plans:
+                    row_plan.refuse(Problem("meter_point_ids", (
+                        f"meter point id {mpid} is also on row {other.shown}, which is refused for another "
+                        "reason: a meter point belongs to one site")))
+                    plan.counts["shared_meter_points"] += 1
+
+
+def _warn_similar_site_refs(plan: Plan, valid: list[RowPlan]) -> None:
     """`home` and `Home ` are two keys, so two sites with two IDs; say so, since it is rarely meant.
     They are not merged: the ref is the partner's key, and every ID derived from it must stay put."""
-    written: dict[tuple[str | None, str], list[RowPlan]] = defaultdict(list)
-    for row_plan, row in valid:
+    first: dict[tuple[str | None, str], str] = {}
+    alike: set[tuple[str | None, str]] = set()
+    for _, row in _pairs(valid):
         if row.location_ref:
+            key = (row.customer_id or row.user_id, _plain(row.location_ref))
+            if first.setdefault(key, row.location_ref) != row.location_ref:
+                alike.add(key)
+    if not alike:
+        return
+    written: dict[tuple[str | None, str], list[RowPlan]] = defaultdict(list)
+    for row_plan, row in _pairs(valid):
+        if row.location_ref and (row.customer_id or row.user_id, _plain(row.location_ref)) in alike:
             written[row.customer_id or row.user_id, row.location_ref].append(row_plan)
     spellings: dict[tuple[str | None, str], dict[str, list[RowPlan]]] = defaultdict(dict)
     for (customer, ref), rows in written.items():
@@ -429,11 +521,11 @@ def _warn_similar_site_refs(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> Non
         if len(refs) < 2:
             continue
         for ref, rows in refs.items():
-            others = "; ".join(f"{o!r} in row{'s' if len(r) > 1 else ''} {', '.join(str(p.number) for p in r)}"
+            others = "; ".join(f"{o!r} in row{'s' if len(r) > 1 else ''} {', '.join(str(p.shown) for p in r)}"
                                for o, r in refs.items() if o != ref)
             for row_plan in rows:
                 if row_plan.valid:
-                    row_plan.warnings.append(Problem("location_ref", (
+                    row_plan.warn(Problem("location_ref", (
                         f"location_ref {ref!r} differs from {others} only in case or spaces: they are registered "
                         "as different sites; write them alike if they are one")))
                     plan.counts["similar_site_refs"] += 1
@@ -441,24 +533,24 @@ def _warn_similar_site_refs(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> Non
 
 # devices without a serial
 
-def _warn_repeated_devices(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
+def _warn_repeated_devices(plan: Plan, valid: list[RowPlan]) -> None:
     """Rows alike in every cell the tool reads, naming a device without a resource_ref (a join that
     repeated it per phone number), each register a device: legitimate for two heat pumps without
     serials, a duplicate otherwise. Only the partner can tell."""
     alike: dict[Row, list[RowPlan]] = defaultdict(list)
-    for row_plan, row in valid:
+    for row_plan, row in _pairs(valid):
         if row_plan.valid and row.has_resource and not row.resource_ref and not row.resource_id:
             alike[row].append(row_plan)
     for row, rows in alike.items():
         if len(rows) < 2:
             continue
-        numbers = [p.number for p in rows]
+        numbers = [p.shown for p in rows]
         label = row.customer_id or row.user_id
         site = _site_key(row)
         owner = _site_name(label, site) if site and row.resource_type != "Vehicle" else f"customer {label!r}"
         for row_plan in rows:
-            row_plan.warnings.append(Problem("resource_ref", (
-                f"{_rows_named(numbers, row_plan.number)} describe{'s' if len(rows) == 2 else ''} the same "
+            row_plan.warn(Problem("resource_ref", (
+                f"{_rows_named(numbers, row_plan.shown)} describe{'s' if len(rows) == 2 else ''} the same "
                 f"{row.resource_type} of {owner} without a resource_ref: each row registers a device "
                 f"({len(rows)} in all); if it is one device, delete the repeated rows, otherwise give each "
                 "its serial in resource_ref")))
@@ -518,7 +610,7 @@ def _warn_swapped_coordinates(plan: Plan) -> None:
         location = plan.locations.get(row_plan.location_id) if row_plan.valid else None
         if location and location.coordinates in swapped:
             c = location.coordinates
-            row_plan.warnings.append(Problem("latitude", (
+            row_plan.warn(Problem("latitude", (
                 f"latitude {c.latitude:g} and longitude {c.longitude:g} look swapped: the point lies away from the "
                 "sheet's other sites, and swapped it would lie among them; swap the two cells if so")))
             plan.counts["swapped_coordinates"] += 1
@@ -529,16 +621,16 @@ def _template_example() -> Row:
     return check_cells(0, {k: Cell(v) for k, v in TEMPLATE_EXAMPLE.items()}).row
 
 
-def _warn_template_example(plan: Plan, valid: list[tuple[RowPlan, Row]]) -> None:
+def _warn_template_example(plan: Plan, valid: list[RowPlan]) -> None:
     """The template's example row, left in a filled sheet, would register a customer nobody has."""
     example = _template_example()
-    mine = example.model_dump()
-    for row_plan, row in valid:
+    mine = example.as_dict()
+    for row_plan, row in _pairs(valid):
         if not (row_plan.valid and row.customer_id == example.customer_id
                 and (row.resource_ref == example.resource_ref or row.meter_point_ids == example.meter_point_ids)):
             continue
-        if all(mine[k] == v for k, v in row.model_dump().items() if v not in (None, ())):
-            row_plan.warnings.append(Problem("customer_id", (
+        if all(mine[k] == v for k, v in row.as_dict().items() if v not in (None, ())):
+            row_plan.warn(Problem("customer_id", (
                 f"this is the template's example row (customer {example.customer_id}, device "
                 f"{example.resource_ref}): delete it unless you mean to register it")))
             plan.counts["template_example"] += 1

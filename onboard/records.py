@@ -7,14 +7,16 @@ twice) belong to `plan`.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, ValidationInfo
+from pydantic import PlainValidator, TypeAdapter, ValidationError, ValidationInfo
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_core import PydanticCustomError
 
 from onboard.contract import LocationType, ResourceType
@@ -24,6 +26,26 @@ from onboard.sheet import Sheet
 
 MAX_ID_LENGTH = 200
 MPID_DIGITS = 18
+
+TOTAL_WORDS = frozenset({
+    "total", "totals", "totalt", "totalsum", "totalsumma", "grandtotal", "subtotal", "subtotals", "sumtotal",
+    "sum", "sums", "summa", "summe", "delsum", "delsumma", "deltotal", "mellomsum", "ialt", "samtals",
+    "yhteensä", "yht", "välisumma", "kaikkiyhteensä", "antall", "antal", "count", "lukumäärä",
+})
+"""Words a totals row starts or ends with, in English, Norwegian, Swedish, Danish and Finnish
+(`I alt` and `Grand total` are matched as one word)."""
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[^\W\d_]+", text.casefold())
+
+
+def reads_like_total(text: str) -> bool:
+    """`Totalt`, `Sum total`, `I alt 2135 rader`: a totals line's first or last word(s)."""
+    found = words(text)
+    return bool(found) and not TOTAL_WORDS.isdisjoint(
+        {found[0], found[-1], "".join(found[:2]), "".join(found[-2:])})
+
 
 EXCEL_DAMAGE = ("stored as a number, Excel dropped digits: format the column as Text and type the id again")
 
@@ -42,35 +64,63 @@ class Problem(NamedTuple):
     message: str
 
 
-@dataclass(frozen=True)
+class Sighting(NamedTuple):
+    """Meter point ids on a row refused for something else, and whose they are."""
+
+    customer: str
+    meter_point_ids: tuple[str, ...]
+
+
+class Refusal(NamedTuple):
+    """Why a cell cannot be taken, as a cached parse remembers it."""
+
+    message: str
+
+
+_PLAIN_ID = re.compile(r"\d{18}")
+_SEPARATORS = re.compile(r"[,;|/\r\n]+")
+_DAMAGED_ID = re.compile(r"\d[eE][+-]?\d")
+_DAMAGED_CELL = re.compile(r"\d[.,]?\d*[eE][+-]?\d")
+
+
+@dataclass(frozen=True, slots=True)
 class Coordinates:
     latitude: float
     longitude: float
 
 
 def has_valid_check_digit(digits: str) -> bool:
-    """GS1 mod-10 check over an all-digit id (GSRN meter point ids are 18 digits)."""
+    """GS1 mod-10 check over an all-digit id (GSRN meter point ids are 18 digits): from the right,
+    the digits before the check digit weigh 3, 1, 3, 1, ..."""
     if not digits.isascii() or not digits.isdigit() or len(digits) < 2:
         return False
-    body, check = digits[:-1], int(digits[-1])
-    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(body)))
-    return (10 - total % 10) % 10 == check
+    total = 3 * sum(map(int, digits[-2::-2])) + sum(map(int, digits[-3::-2]))
+    return (10 - total % 10) % 10 == int(digits[-1])
 
 
 def _refuse(message: str) -> PydanticCustomError:
     return PydanticCustomError("onboard", "{message}", {"message": message})
 
 
-def _text(cell: Cell | None) -> str | None:
+def _clean(text: str) -> str:
+    return text.replace("\u00a0", " ").strip() if text else text
+
+
+def _text(cell: str | Cell | None) -> str | None:
+    """A cell's text, blank as None. Cells arrive cleaned of surrounding and non-breaking spaces, as
+    plain text, or as a `Cell` when the file gave them another type (a number Excel may have damaged)."""
     if cell is None:
         return None
-    text = cell.text.replace("\u00a0", " ").strip()
-    return text or None
+    return (cell or None) if cell.__class__ is str else (cell.text or None)
+
+
+def _numeric(cell: str | Cell | None) -> bool:
+    return cell is not None and cell.__class__ is not str and cell.numeric
 
 
 def _key(cell: Cell | None) -> str | None:
     text = _text(cell)
-    if text is not None and cell.numeric and abs(cell.value) >= 1e15:
+    if text is not None and _numeric(cell) and abs(cell.value) >= 1e15:
         raise _refuse(f"{text} was {EXCEL_DAMAGE.replace('the id', 'the value')}")
     return text
 
@@ -88,42 +138,72 @@ def _explicit_id(cell: Cell | None) -> str | None:
     return text
 
 
+@functools.lru_cache(maxsize=8192)
+def _parse_meter_point_id(text: str) -> str | Refusal:
+    compact = re.sub(r"\s+", "", text)
+    if _DAMAGED_ID.search(compact):
+        return Refusal(f"meter point id {text!r} was {EXCEL_DAMAGE}")
+    if not (compact.isascii() and compact.isdigit()):
+        return Refusal(f"meter point id {text!r} must hold only the digits 0-9")
+    if len(compact) != MPID_DIGITS:
+        return Refusal(f"meter point id {compact} has {len(compact)} digits; it needs exactly {MPID_DIGITS}")
+    return compact
+
+
 def meter_point_id(text: str, info: ValidationInfo) -> str:
     """One meter point id: exactly 18 ASCII digits; a failing GS1 check digit is only a warning
     (the vendor's own examples fail it) unless the run is strict."""
-    compact = re.sub(r"\s+", "", text)
-    if re.search(r"\d[eE][+-]?\d", compact):
-        raise _refuse(f"meter point id {text!r} was {EXCEL_DAMAGE}")
-    if not (compact.isascii() and compact.isdigit()):
-        raise _refuse(f"meter point id {text!r} must hold only the digits 0-9")
-    if len(compact) != MPID_DIGITS:
-        raise _refuse(f"meter point id {compact} has {len(compact)} digits; it needs exactly {MPID_DIGITS}")
-    if not has_valid_check_digit(compact):
-        message = f"meter point id {compact} fails the GS1 check digit"
+    parsed = _parse_meter_point_id(text)
+    if isinstance(parsed, Refusal):
+        raise _refuse(parsed.message)
+    if not has_valid_check_digit(parsed):
+        message = f"meter point id {parsed} fails the GS1 check digit"
         context = info.context or {}
         if context.get("strict_meter_ids"):
             raise _refuse(message + " (--strict-meter-ids)")
         context.setdefault("warnings", []).append(Problem(info.field_name, message))
-    return compact
+    return parsed
+
+
+@functools.lru_cache(maxsize=8192)
+def _split_meter_point_ids(text: str) -> tuple[str, ...] | Refusal:
+    """The ids a cell holds, as written: separated by , ; | / or line breaks, or by spaces when
+    every piece is a whole id (a space inside one id is only a typing habit)."""
+    if _DAMAGED_CELL.search(text):
+        return Refusal(f"meter point id {text!r} was {EXCEL_DAMAGE}")
+    pieces: list[str] = []
+    for piece in _SEPARATORS.split(text):
+        piece = piece.replace("\u00a0", " ").strip()
+        if not piece:
+            continue
+        parts = piece.split()
+        several = len(parts) > 1 and all(len(p) == MPID_DIGITS and p.isdigit() for p in parts)
+        pieces += parts if several else [piece]
+    return tuple(pieces)
+
+
+def _readable_meter_point_ids(text: str) -> tuple[str, ...]:
+    """The well-formed ids of a cell, ignoring the pieces that are not: for rows refused anyway."""
+    pieces = _split_meter_point_ids(text)
+    if isinstance(pieces, Refusal):
+        return ()
+    return tuple(dict.fromkeys(p for piece in pieces if isinstance(p := _parse_meter_point_id(piece), str)))
 
 
 def _meter_point_ids(cell: Cell | None, info: ValidationInfo) -> tuple[str, ...]:
     text = _text(cell)
     if text is None:
         return ()
-    if cell.numeric or re.search(r"\d[.,]?\d*[eE][+-]?\d", text):
+    if not _numeric(cell) and _PLAIN_ID.fullmatch(text):  # the common case: one clean id
+        return (meter_point_id(text, info),)
+    pieces = _split_meter_point_ids(text)
+    if _numeric(cell) or isinstance(pieces, Refusal):
         raise _refuse(f"meter point id {text!r} was {EXCEL_DAMAGE}")
     ids: list[str] = []
-    for piece in re.split(r"[,;|/\r\n]+", text):
-        piece = piece.replace("\u00a0", " ").strip()
-        if not piece:
-            continue
-        parts = piece.split()
-        several = len(parts) > 1 and all(len(p) == MPID_DIGITS and p.isdigit() for p in parts)
-        for part in parts if several else [piece]:
-            mpid = meter_point_id(part, info)
-            if mpid not in ids:
-                ids.append(mpid)
+    for piece in pieces:
+        mpid = meter_point_id(piece, info)
+        if mpid not in ids:
+            ids.append(mpid)
     return tuple(ids)
 
 
@@ -131,30 +211,38 @@ def _single_meter_point_id(cell: Cell | None, info: ValidationInfo) -> str | Non
     text = _text(cell)
     if text is None:
         return None
-    if cell.numeric:
+    if _numeric(cell):
         raise _refuse(f"meter point id {text!r} was {EXCEL_DAMAGE}")
     return meter_point_id(text, info)
 
 
 def _degrees(name: str, limit: float):
-    def check(cell: Cell | None) -> float | None:
-        text = _text(cell)
-        if text is None:
-            return None
+    @functools.lru_cache(maxsize=8192)
+    def parse(text: str) -> float | Refusal:
         number = text.replace(" ", "")
         if number.count(",") == 1 and "." not in number:
             number = number.replace(",", ".")
         try:
             value = float(number)
         except ValueError:
-            raise _refuse(f"{name} {text!r} is not a number of degrees") from None
+            return Refusal(f"{name} {text!r} is not a number of degrees")
         if not math.isfinite(value) or not -limit <= value <= limit:
-            raise _refuse(f"{name} {text} is outside -{limit:g}..{limit:g} degrees")
+            return Refusal(f"{name} {text} is outside -{limit:g}..{limit:g} degrees")
+        return value
+
+    def check(cell: Cell | None) -> float | None:
+        text = _text(cell)
+        if text is None:
+            return None
+        value = parse(text)
+        if isinstance(value, Refusal):
+            raise _refuse(value.message)
         return value
 
     return check
 
 
+@functools.lru_cache(maxsize=4096)
 def resolve(field_name: str, text: str) -> str | None:
     """The enum value a partner's word means (`hot water tank`, `EV charger`, `Varmepumpe`), if any."""
     return vocabulary().value(field_name, text)
@@ -173,27 +261,27 @@ def _choice(enum, name: str):
     return check
 
 
-Key = Annotated[str | None, BeforeValidator(_key)]
-ExplicitId = Annotated[str | None, BeforeValidator(_explicit_id)]
+Key = Annotated[str | None, PlainValidator(_key)]
+ExplicitId = Annotated[str | None, PlainValidator(_explicit_id)]
 
 
-class Row(BaseModel):
-    """One row's cells, each validated on its own."""
-
-    model_config = ConfigDict(frozen=True)
+@pydantic_dataclass(frozen=True, slots=True)
+class Row:
+    """One row's cells, each validated on its own. A slotted dataclass: a million of them fit in
+    a tenth of the memory pydantic models take."""
 
     customer_id: Key = None
     user_id: ExplicitId = None
     location_ref: Key = None
     location_id: ExplicitId = None
-    location_type: Annotated[str | None, BeforeValidator(_choice(LocationType, "location_type"))] = None
-    meter_point_ids: Annotated[tuple[str, ...], BeforeValidator(_meter_point_ids)] = ()
-    latitude: Annotated[float | None, BeforeValidator(_degrees("latitude", 90))] = None
-    longitude: Annotated[float | None, BeforeValidator(_degrees("longitude", 180))] = None
+    location_type: Annotated[str | None, PlainValidator(_choice(LocationType, "location_type"))] = None
+    meter_point_ids: Annotated[tuple[str, ...], PlainValidator(_meter_point_ids)] = ()
+    latitude: Annotated[float | None, PlainValidator(_degrees("latitude", 90))] = None
+    longitude: Annotated[float | None, PlainValidator(_degrees("longitude", 180))] = None
     resource_ref: Key = None
     resource_id: ExplicitId = None
-    resource_type: Annotated[str | None, BeforeValidator(_choice(ResourceType, "resource_type"))] = None
-    resource_meter_point_id: Annotated[str | None, BeforeValidator(_single_meter_point_id)] = None
+    resource_type: Annotated[str | None, PlainValidator(_choice(ResourceType, "resource_type"))] = None
+    resource_meter_point_id: Annotated[str | None, PlainValidator(_single_meter_point_id)] = None
 
     @property
     def coordinates(self) -> Coordinates | None:
@@ -209,20 +297,39 @@ class Row(BaseModel):
     def has_resource(self) -> bool:
         return self.resource_type is not None
 
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in FIELDS}
 
-@dataclass
+
+FIELDS = tuple(Row.__pydantic_fields__)
+SITE_AND_DEVICE = ("location_ref", "location_id", "meter_point_ids", "latitude", "longitude", "resource_ref",
+                   "resource_id", "resource_type", "resource_meter_point_id")
+SHARED_KEYS = frozenset({"location_ref"})
+"""Keys that repeat from row to row: the `home` of every customer."""
+_ROW = TypeAdapter(Row)
+
+
+@dataclass(slots=True)
 class Checked:
     """A row after validation: its record when it passed, else every problem found."""
 
     number: int
     row: Row | None
-    problems: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
+    problems: list[Problem] | tuple[()] = ()
+    warnings: list[Problem] | tuple[()] = ()
     slot: tuple[str, ...] | None = None
     skipped: bool = False
     """Left out by --where: not validated, never sent."""
     unknown: tuple[tuple[str, str], ...] = ()
     """(field, text) of values that are none of the field's choices, for counting them per word."""
+    hidden: bool = False
+    """Hidden in the workbook."""
+    total_cell: str | None = None
+    """A cell outside the fields that reads like a totals line, on a row without site or device."""
+    meters: Sighting | None = None
+    """The customer and meter point ids a refused row names, as far as they can be read."""
+    origin: int | None = None
+    """The row of the original sheet, when this sheet is one of the tool's outputs run again."""
 
     @property
     def valid(self) -> bool:
@@ -249,40 +356,40 @@ def _row_rules(filled: dict[str, bool], kind: str | None) -> Iterator[Problem]:
 
 
 def check_cells(number: int, cells: dict[str, Cell], strict_meter_ids: bool = False) -> Checked:
+    """One row, its cells cleaned of surrounding and non-breaking spaces (as `check` gives them)."""
     context: dict[str, Any] = {"strict_meter_ids": strict_meter_ids, "warnings": []}
     problems: list[Problem] = []
     row = None
     try:
-        row = Row.model_validate(cells, context=context)
+        row = _ROW.validate_python(cells, context=context)
     except ValidationError as exc:
         problems = [Problem(str(e["loc"][0]), e["msg"]) for e in exc.errors()]
-    filled = {name: _text(cells.get(name)) is not None for name in Row.model_fields}
-    kind_text = _text(cells.get("resource_type"))
-    kind = resolve("resource_type", kind_text) if kind_text else None
-    problems += _row_rules(filled, kind)
-    warnings = list(context["warnings"])
+    text = {name: _text(cells.get(name)) for name in FIELDS}
+    kind = resolve("resource_type", text["resource_type"]) if text["resource_type"] else None
+    problems += _row_rules({name: value is not None for name, value in text.items()}, kind)
+    warnings = context["warnings"]
     if row and row.resource_type == "Vehicle" and row.resource_meter_point_id:
         warnings.append(Problem("resource_meter_point_id",
                                 "resource_meter_point_id is not sent for a Vehicle: the API registers "
                                 "vehicles without one"))
     if row and row.location_type and not row.has_location:
         warnings.append(Problem("location_type", "location_type is ignored: the row describes no site"))
-    unknown = tuple((name, text) for name in ("location_type", "resource_type")
-                    if (text := _text(cells.get(name))) and resolve(name, text) is None)
-    return Checked(number, None if problems else row, problems, warnings, _device_slot(cells, kind), unknown=unknown)
+    unknown = tuple((name, text[name]) for name in ("location_type", "resource_type")
+                    if text[name] and resolve(name, text[name]) is None)
+    return Checked(number, None if problems else row, problems or (), warnings or (), _device_slot(text, kind),
+                   unknown=unknown)
 
 
-def _device_slot(cells: dict[str, Cell], kind: str | None) -> tuple[str, ...] | None:
+def _device_slot(text: dict[str, str | None], kind: str | None) -> tuple[str, ...] | None:
     """Customer, site and type of a device row without resource_ref or resource_id, from the cells
     as written, so valid and refused rows count their position alike."""
-    text = {name: _text(cells.get(name)) or "" for name in Row.model_fields}
     if text["resource_ref"] or text["resource_id"] or not text["resource_type"]:
         return None
     customer = text["customer_id"] or ("user\x1f" + text["user_id"] if text["user_id"] else "")
     if not customer:
         return None
-    site = (text["location_ref"] or text["location_id"] or re.sub(r"\s+", "", text["meter_point_ids"])
-            or f"{text['latitude']},{text['longitude']}")
+    site = (text["location_ref"] or text["location_id"] or re.sub(r"\s+", "", text["meter_point_ids"] or "")
+            or f"{text['latitude'] or ''},{text['longitude'] or ''}")
     return customer, site, kind or normalise(text["resource_type"])
 
 
@@ -318,49 +425,74 @@ class Condition:
         return same != self.negate
 
 
-def selected(sheet: Sheet, conditions: list[Condition]) -> list[bool]:
-    """Which rows every condition holds for."""
+def _chosen(sheet: Sheet, conditions: list[Condition]) -> Callable[[list[str]], bool] | None:
+    """Whether a row's cells meet every condition; None when there are none."""
+    if not conditions:
+        return None
     at = [(condition, condition.column(sheet)) for condition in conditions]
-    return [all(c.holds(row.cells[i]) for c, i in at) for row in sheet.rows]
+    return lambda cells: all(c.holds(cells[i]) for c, i in at)
 
 
 # the user's words for values
 
 
-def _mapped(cells: dict[str, Cell], mapping: Mapping | None) -> dict[str, Cell]:
-    """Cells with the user's own value mapping applied (`Varmepumpe` -> `HVAC`)."""
+def _mapped(cells: dict[str, Cell], mapping: Mapping | None, used: set[tuple[str, str]] | None) -> dict[str, Cell]:
+    """Cells with the user's own value mapping applied (`Varmepumpe` -> `HVAC`); the (field, word)
+    of each entry that matched goes to `used`."""
     if not mapping or not mapping.values:
         return cells
     for name in mapping.values:
         text = _text(cells.get(name))
-        if text is not None and (value := mapping.value(name, text)) is not None:
-            cells[name] = Cell(value)
+        if text is None:
+            continue
+        word = mapping.word(name, text)
+        if word is not None:
+            cells[name] = _clean(mapping.values[name][word])
+            if used is not None:
+                used.add((name, word))
     return cells
 
 
-def unused_values(sheet: Sheet, mapping: Mapping | None) -> list[tuple[str, str]]:
-    """(field, word) of value mappings that match no cell of their field: a typo the user should hear of."""
-    if not mapping or not mapping.values:
-        return []
-    seen: dict[str, set[str]] = {}
-    for column in sheet.columns:
-        if column.field in mapping.values:
-            seen.setdefault(column.field, set()).update(normalise(r.cells[column.index]) for r in sheet.rows)
-    return [(name, word) for name, word in mapping.value_keys() if normalise(word) not in seen.get(name, set())]
+def unused_values(mapping: Mapping | None, used: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(field, word) of value mappings that matched no cell: a typo the user should hear of."""
+    return [key for key in mapping.value_keys() if key not in used] if mapping else []
 
 
 def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None = None,
-          where: list[Condition] | None = None) -> list[Checked]:
-    """Every row of the sheet, validated; rows `where` leaves out are only marked skipped."""
+          where: list[Condition] | None = None, used_values: set[tuple[str, str]] | None = None) -> list[Checked]:
+    """Every row of the sheet, validated, in one pass over its rows; rows `where` leaves out are only
+    marked skipped. The (field, word) of each value mapping that matched a cell goes to `used_values`."""
     fields = [(c.index, c.field) for c in sheet.columns if c.field]
-    chosen = selected(sheet, where) if where else None
+    chosen = _chosen(sheet, where or [])
+    origin_at = next((c.index for c in sheet.columns if c.own == "row"), None)
+    shared = [(i, name) for i, name in fields if name in SHARED_KEYS]
+    field_at = {i for i, _ in fields}
+    once: dict[str, str] = {}
     checked = []
-    for position, row in enumerate(sheet.rows):
-        cells = _mapped({name: Cell(row.cells[i], row.values[i]) for i, name in fields}, mapping)
-        if chosen is not None and not chosen[position]:
-            kind_text = _text(cells.get("resource_type"))
-            kind = resolve("resource_type", kind_text) if kind_text else None
-            checked.append(Checked(row.number, None, slot=_device_slot(cells, kind), skipped=True))
-            continue
-        checked.append(check_cells(row.number, cells, strict_meter_ids))
+    for row in sheet.rows:
+        values = row.values
+        cells = {name: _clean(row.cells[i]) if values[i].__class__ is str else Cell(_clean(row.cells[i]), values[i])
+                 for i, name in fields}
+        cells = _mapped(cells, mapping, used_values)
+        for _, name in shared:  # one string for `home` on a million rows, not a million
+            cell = cells[name]
+            if cell.__class__ is str:
+                cells[name] = once.setdefault(cell, cell)
+        if chosen is not None and not chosen(row.cells):
+            text = {name: _text(cells.get(name)) for name in FIELDS}
+            kind = resolve("resource_type", text["resource_type"]) if text["resource_type"] else None
+            result = Checked(row.number, None, slot=_device_slot(text, kind), skipped=True)
+        else:
+            result = check_cells(row.number, cells, strict_meter_ids)
+        result.hidden = row.hidden
+        if origin_at is not None and (text := row.cells[origin_at].strip()).isdigit():
+            result.origin = int(text)
+        if not result.skipped and not any(_text(cells.get(name)) for name in SITE_AND_DEVICE):
+            result.total_cell = next((t for i, t in enumerate(row.cells) if i not in field_at and t.strip()
+                                      and reads_like_total(t)), None)
+        if result.row is None and not result.skipped and (mpids := _text(cells.get("meter_point_ids"))):
+            readable = _readable_meter_point_ids(mpids)
+            customer = _text(cells.get("customer_id")) or _text(cells.get("user_id")) or ""
+            result.meters = Sighting(customer, readable) if readable else None
+        checked.append(result)
     return checked

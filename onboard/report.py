@@ -7,14 +7,14 @@ errors file is itself a valid input: the user fixes its cells and runs it again.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from onboard.errors import ConfigError, InputError
@@ -23,7 +23,7 @@ from onboard.journal import journal_path, recorded_input
 from onboard.pipeline import Ledger
 from onboard.plan import Plan, RowPlan
 from onboard.records import Problem
-from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet, column_uses, protect
+from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet, SheetRow, column_uses, protect
 from onboard.workbook import write_table
 
 ID_FIELDS = ("user_id", "location_id", "resource_id")
@@ -44,7 +44,10 @@ TO_FIX = ("failed", "invalid")
 """Statuses of the rows the user must fix: the errors file holds exactly these."""
 
 
-@dataclass
+NO_CELLS: Mapping[int, str] = MappingProxyType({})
+
+
+@dataclass(slots=True)
 class RowResult:
     number: int
     """The row as this file numbers it."""
@@ -54,9 +57,9 @@ class RowResult:
     resource_id: str | None = None
     error: str = ""
     warnings: str = ""
-    reasons: list[str] = field(default_factory=list)
+    reasons: Sequence[str] = ()
     """Each reason the row did not land, for counting the most frequent ones."""
-    cell_problems: dict[int, str] = field(default_factory=dict)
+    cell_problems: Mapping[int, str] = field(default_factory=lambda: NO_CELLS)
     """Column index -> reason, for marking the cells a person must fix."""
     origin: int | None = None
     """The row of the original sheet, when this file is one of the tool's outputs run again."""
@@ -109,11 +112,10 @@ def origins(sheet: Sheet) -> dict[int, int]:
 def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResult]:
     """One result per input row. Without a ledger (validate, dry run) valid rows are `valid`."""
     results = []
-    origin = origins(sheet)
     for row_plan in plan.rows:
         warnings = [w.message for w in row_plan.warnings]
         ids = dict(user_id=row_plan.user_id, location_id=row_plan.location_id, resource_id=row_plan.resource_id,
-                   origin=origin.get(row_plan.number))
+                   origin=row_plan.origin)
         if row_plan.skipped:
             results.append(RowResult(row_plan.number, "skipped", origin=ids["origin"]))
             continue
@@ -133,7 +135,7 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResu
                 warnings.extend(outcome.warnings)
         results.append(RowResult(row_plan.number, status, **ids, error=error,
                                  warnings="; ".join(dict.fromkeys(warnings)),
-                                 reasons=[error] if error and status in TO_FIX else []))
+                                 reasons=(error,) if error and status in TO_FIX else ()))
     return results
 
 
@@ -170,6 +172,11 @@ class Outputs:
     summary: Path
 
     @classmethod
+    def at(cls, folder: Path, stem: str, format: str, kind: str = "run") -> Outputs:
+        """The output paths for a sheet named `stem` in `folder`, in `format` (xlsx or csv)."""
+        return cls.beside(folder / f"{stem}.{format}", folder, kind)
+
+    @classmethod
     def beside(cls, source: Path, out: Path | None, kind: str = "run") -> Outputs:
         """The output paths for `source` in `out` (default: beside it). Refused before anything is
         sent: an output that would overwrite the input or be written through a link, and a folder
@@ -182,7 +189,7 @@ class Outputs:
             raise ConfigError(f"cannot create the output folder {folder}: {exc.strerror}") from None
         if not folder.is_dir() or not os.access(folder, os.W_OK):
             raise ConfigError(f"cannot write the outputs to {folder}: choose a folder you can write with --out")
-        suffix = ".xlsx" if source.suffix.lower() in WORKBOOKS else source.suffix.lower()
+        suffix = ".xlsx" if source.suffix.lower() in (*WORKBOOKS, "") else source.suffix.lower()
         if kind == "validation":
             outputs = cls(folder / f"{source.stem}.validation{suffix}", None, folder / f"{source.stem}.validation.json")
         else:
@@ -196,9 +203,9 @@ class Outputs:
         journal = journal_path(folder, source)
         other = recorded_input(journal)
         if other is not None and other.resolve() != source.resolve():
-            raise ConfigError(f"{folder} holds the outputs and journal of {other}, another input with the same "
-                              f"file name: choose another --out for {source} (or, if that input is gone, move "
-                              f"{journal} away)")
+            raise ConfigError(f"{folder} holds the outputs and journal of {other}, another input whose outputs "
+                              f"would have the same names: choose another --out for {source} (or, if that input is "
+                              f"gone, move {journal} away)")
         return outputs
 
 
@@ -220,36 +227,41 @@ def _layout(sheet: Sheet) -> tuple[list[str], list[int | None], dict[str, int]]:
     return headers, sources, own
 
 
-def _own_values(result: RowResult) -> dict[str, Any]:
-    return {"row": result.row, "status": result.status, "user_id": result.user_id,
-            "location_id": result.location_id, "resource_id": result.resource_id,
-            "error": result.error, "warnings": result.warnings}
+Pairs = Iterable[tuple[SheetRow, RowResult]]
+"""Each input row with its result, in the sheet's order."""
 
 
-def _table(sheet: Sheet, results: list[RowResult], keep: Callable[[RowResult], bool], typed: bool):
-    """Output rows: the tool's values in its columns, the input's cells elsewhere (typed values for
-    xlsx, so the partner's numbers and dates stay numbers and dates; text for the tool's fields)."""
+def own_values(result: RowResult) -> tuple[Any, ...]:
+    """The tool's values of a row, in the order of `OUTPUT_COLUMNS`."""
+    return (result.row, result.status, result.user_id, result.location_id, result.resource_id, result.error,
+            result.warnings)
+
+
+def _table(sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult], bool],
+           typed: bool) -> Iterator[tuple[RowResult, list[Any]]]:
+    """Output rows, one at a time: the tool's values in its columns, the input's cells elsewhere
+    (typed values for xlsx, so the partner's numbers and dates stay numbers and dates; text for the
+    tool's fields). A value of the tool's that is None leaves the input's cell, where it has one (an
+    ID of a results file run again). Nothing is kept: `sheet.rows` may be a file read again for each
+    output, so this runs once per row of every output, and is kept lean."""
     headers, sources, own = _layout(sheet)
-    fields = {c.index for c in sheet.columns if c.field}
-    by_position = {position: name for name, position in own.items()}
-    rows = []
-    for sheet_row, result in zip(sheet.rows, results, strict=True):
+    inputs = len(sheet.columns)
+    appended = [None] * (len(headers) - inputs)
+    as_text = [c.index for c in sheet.columns if c.field] if typed else []
+    placed = [(own[name], sources[own[name]] is not None) for name in OUTPUT_COLUMNS]
+    for sheet_row, result in pairs:
         if not keep(result):
             continue
-        mine = _own_values(result)
-        values = []
-        for position, source in enumerate(headers):
-            name = by_position.get(position)
-            if name is not None and (mine[name] is not None or sources[position] is None):
-                values.append(mine[name])
-            elif sources[position] is not None:
-                source = sources[position]
-                values.append(sheet_row.values[source] if typed and source not in fields
-                              else sheet_row.cells[source])
-            else:
-                values.append(None)
-        rows.append((result, values))
-    return headers, own, rows
+        cells, carried = sheet_row.cells, sheet_row.values if typed else sheet_row.cells
+        if len(cells) < inputs or len(carried) < inputs:  # a row shorter than the header: nothing shifts left
+            cells, carried = cells + [""] * (inputs - len(cells)), carried + [""] * (inputs - len(carried))
+        values = carried[:inputs] + appended
+        for index in as_text:
+            values[index] = cells[index]
+        for (position, overlays), value in zip(placed, own_values(result), strict=True):
+            if value is not None or not overlays:
+                values[position] = value
+        yield result, values
 
 
 def _summary_rows(summary: dict) -> list[list[Any]]:
@@ -279,31 +291,37 @@ def _summary_rows(summary: dict) -> list[list[Any]]:
         rows.append([])
         rows.append(["column", "use"])
         rows += [[c["header"], c["use"]] for c in summary["columns"]]
+    if summary.get("earlier"):
+        rows.append([])
+        rows.append(["as the original run wrote it", ""])
+        rows += summary["earlier"]
     return rows
 
 
-def write_xlsx(path: Path, sheet: Sheet, results: list[RowResult], keep, title: str,
-               summary: dict | None) -> None:
-    headers, own, rows = _table(sheet, results, keep, typed=True)
-    text_columns = {c.index for c in sheet.columns if c.field in KEY_FIELDS}
-    _, sources, _ = _layout(sheet)
+def write_xlsx(path: Path, sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult], bool], title: str,
+               summary: dict | Callable[[], dict] | None) -> None:
+    """`pairs` are read once, as they are written; `summary` may be a function, asked once every row
+    is written (so it may count them)."""
+    headers, sources, own = _layout(sheet)
+    lines = ((result.cell_problems, values) for result, values in _table(sheet, pairs, keep, typed=True))
+    text_columns = {position for position, source in enumerate(sources)
+                    if source is not None and sheet.columns[source].field in KEY_FIELDS}
     hidden = frozenset(p for p, source in enumerate(sources) if source in sheet.hidden_columns)
+    summary_lines = None if summary is None else lambda: _summary_rows(summary() if callable(summary) else summary)
     with atomic(path) as temporary:
-        write_table(temporary, title, headers, own, rows, _summary_rows(summary) if summary else None,
-                    text_columns, hidden)
+        write_table(temporary, title, headers, own, lines, summary_lines, text_columns, hidden)
 
 
-def write_csv(path: Path, sheet: Sheet, results: list[RowResult], keep) -> None:
-    headers, _, rows = _table(sheet, results, keep, typed=False)
+def write_csv(path: Path, sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult], bool]) -> None:
+    """Streamed to the file row by row, with the input's delimiter and encoding."""
+    headers = _layout(sheet)[0]
     style = sheet.csv_style
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer, delimiter=style.delimiter if style else ",", lineterminator="\r\n")
-    writer.writerow([protect(h) for h in headers])
-    for _, values in rows:
-        writer.writerow(["" if v is None else protect(str(v)) for v in values])
     encoding = style.encoding if style else "utf-8"
-    with atomic(path) as temporary:
-        temporary.write_bytes(buffer.getvalue().encode(encoding, errors="replace"))
+    with atomic(path) as temporary, temporary.open("w", encoding=encoding, errors="replace", newline="") as out:
+        writer = csv.writer(out, delimiter=style.delimiter if style else ",", lineterminator="\r\n")
+        writer.writerow([protect(h) for h in headers])
+        writer.writerows(["" if v is None else protect(str(v)) for v in values]
+                         for _, values in _table(sheet, pairs, keep, typed=False))
 
 
 def _kind_of(reason: str) -> str:
@@ -313,16 +331,27 @@ def _kind_of(reason: str) -> str:
     return re.sub(r"\b\d[\d.,e+]*\b", "…", reason)
 
 
-def frequent_reasons(results: list[RowResult], most: int = 10) -> list[tuple[str, int]]:
-    """The most frequent kinds of reason, each shown in full as its first example gave it."""
+def frequent_reasons(results: Iterable[RowResult], most: int = 10) -> list[tuple[str, int]]:
+    """The most frequent kinds of reason, each shown in full as its first example gave it, and how
+    many other wordings of that kind there were (`resource_type 'VVB 200L' is not one of ...` counts
+    the rows with any unknown device type)."""
     counts: Counter[str] = Counter()
     example: dict[str, str] = {}
+    wordings: dict[str, set[str]] = {}
     for result in results:
         for reason in result.reasons:
             kind = _kind_of(reason)
             counts[kind] += 1
             example.setdefault(kind, reason)
-    return [(example[kind], n) for kind, n in counts.most_common(most)]
+            seen = wordings.setdefault(kind, set())
+            if len(seen) < 1000:
+                seen.add(reason)
+    shown = []
+    for kind, n in counts.most_common(most):
+        others = len(wordings[kind]) - 1
+        alike = f" (and {others} other{'s' if others > 1 else ''} like it)" if others else ""
+        shown.append((example[kind] + alike, n))
+    return shown
 
 
 def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger | None,
@@ -356,20 +385,22 @@ def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger
     }
 
 
-def write(outputs: Outputs, sheet: Sheet, results: list[RowResult], summary: dict) -> bool:
+def write(outputs: Outputs, sheet: Sheet, results: list[RowResult], summary: dict, format: str | None = None) -> bool:
     """Write the outputs; the errors file only when some row is to fix (a stale one from an earlier
-    run is removed, so it never lists rows that have since landed). True when it was written."""
+    run is removed, so it never lists rows that have since landed). True when it was written.
+    Each file reads the sheet's rows once more, as it writes them. `format` is the sheet's own
+    (xlsx for a workbook, csv for a CSV) unless given."""
+    format = format or ("csv" if sheet.format == "csv" else "xlsx")
     every = lambda r: True  # noqa: E731
     to_fix = lambda r: r.to_fix  # noqa: E731
     errors = outputs.errors is not None and any(r.to_fix for r in results)
-    if sheet.format == "xlsx":
-        write_xlsx(outputs.results, sheet, results, every, "Results", summary)
-        if errors:
-            write_xlsx(outputs.errors, sheet, results, to_fix, "Errors", summary)
-    else:
-        write_csv(outputs.results, sheet, results, every)
-        if errors:
-            write_csv(outputs.errors, sheet, results, to_fix)
+    files = [(outputs.results, every, "Results")] + ([(outputs.errors, to_fix, "Errors")] if errors else [])
+    for path, keep, title in files:
+        pairs = zip(sheet.rows, results, strict=True)
+        if format == "xlsx":
+            write_xlsx(path, sheet, pairs, keep, title, summary)
+        else:
+            write_csv(path, sheet, pairs, keep)
     if outputs.errors is not None and not errors:
         outputs.errors.unlink(missing_ok=True)
     with atomic(outputs.summary) as temporary:
@@ -394,45 +425,83 @@ def original_results(source: Path, outputs: Outputs) -> Path | None:
     return target
 
 
-def fold_back(target: Path, sheet: Sheet, results: list[RowResult], read: Callable[[Path], Sheet]) -> int:
+FOLDED = ("created", "exists", "failed", "invalid")
+"""Statuses that say where a row stands now; `skipped` and `not sent` rows keep what the file said."""
+
+
+@dataclass(frozen=True)
+class Folded:
+    updated: int
+    """Original rows brought up to date."""
+    added: int
+    """Rows of this run with no original row of their own (typed in, or copied from another row)."""
+
+
+def fold_back(target: Path, sheet: Sheet, results: list[RowResult], read: Callable[[Path], Sheet]) -> Folded:
     """Bring the rows of this run (an errors file, run again) into the original results file, matched
-    by the original row number: their cells as fixed, their new status and IDs. Returns how many rows
-    were brought up to date."""
+    by the original row number: their cells as fixed, their new status and IDs. A row without an
+    original number, or a second row with the same one, is the user's own addition: it stays in this
+    run's outputs only.
+
+    Only this run's rows are held; the original's are streamed from the old file into the new one,
+    and its Summary counts them as they pass."""
     original = read(target)
-    at = {row: position for position, row in enumerate(_origin_rows(original)) if row is not None}
+    at = {row: number for number, row in origins(original).items()}
     if not at:
-        return 0
-    headers = {c.header: c.index for c in sheet.columns if c.header and not c.own}
-    merged = {position: RowResult(row.number, **_recorded(original, row)) for position, row in enumerate(original.rows)}
-    rows = list(original.rows)
-    updated = 0
+        return Folded(0, 0)
+    fixed: dict[int, tuple[SheetRow, RowResult]] = {}
+    added = 0
     for sheet_row, result in zip(sheet.rows, results, strict=True):
-        position = at.get(result.row)
-        if position is None:
+        number = at.get(result.origin) if result.origin is not None else None
+        if number is None or number in fixed:
+            added += result.status in FOLDED
             continue
-        cells, values = list(rows[position].cells), list(rows[position].values)
-        for column in original.columns:
-            source = headers.get(column.header)
-            if source is not None and not column.own and column.field not in ID_FIELDS:
-                cells[column.index], values[column.index] = sheet_row.cells[source], sheet_row.values[source]
-        rows[position] = replace(rows[position], cells=cells, values=values)
-        merged[position] = replace(result, number=rows[position].number, origin=result.row, cell_problems={})
-        updated += 1
-    folded = replace(original, rows=rows)
-    ordered = [merged[i] for i in range(len(rows))]
-    statuses = Counter(r.status for r in ordered)
-    summary = {"rows": len(ordered), "status": {s: statuses[s] for s in STATUS_ORDER if statuses[s]},
-               "entities": {}, "notices": {"last brought up to date by": sheet.path.name}}
-    if folded.format == "xlsx":
-        write_xlsx(target, folded, ordered, lambda r: True, "Results", summary)
+        if result.status in FOLDED:
+            fixed[number] = (sheet_row, result)
+    updated = len(fixed)
+    headers = {c.header: c.index for c in sheet.columns if c.header and not c.own}
+    carried = [(column.index, headers[column.header]) for column in original.columns
+               if column.header in headers and not column.own and column.field not in ID_FIELDS]
+    statuses: Counter[str] = Counter()
+
+    def pairs() -> Iterator[tuple[SheetRow, RowResult]]:
+        for row in original.rows:
+            if row.number in fixed:
+                source, result = fixed[row.number]
+                cells, values = list(row.cells), list(row.values)
+                for index, at_source in carried:
+                    cells[index], values[index] = source.cells[at_source], source.values[at_source]
+                row = replace(row, cells=cells, values=values)
+                result = replace(result, number=row.number, origin=result.row, cell_problems={})
+            else:
+                result = RowResult(row.number, **_recorded(original, row))
+            statuses[result.status] += 1
+            yield row, result
+
+    earlier = _earlier_summary(target) if original.format == "xlsx" else []
+
+    def summary() -> dict[str, Any]:
+        return {"rows": statuses.total(), "status": {s: statuses[s] for s in STATUS_ORDER if statuses[s]},
+                "entities": {}, "notices": {"last brought up to date by": sheet.path.name}, "earlier": earlier}
+
+    if original.format == "xlsx":
+        write_xlsx(target, original, pairs(), lambda r: True, "Results", summary)
     else:
-        write_csv(target, folded, ordered, lambda r: True)
-    return updated
+        write_csv(target, original, pairs(), lambda r: True)
+    return Folded(updated, added)
 
 
-def _origin_rows(sheet: Sheet) -> list[int | None]:
-    origin = origins(sheet)
-    return [origin.get(row.number) for row in sheet.rows]
+def _earlier_summary(path: Path) -> list[list[Any]]:
+    """The Summary sheet the original run wrote, but for its row counts (recounted now)."""
+    from python_calamine import CalamineError, CalamineWorkbook
+
+    try:
+        book = CalamineWorkbook.from_path(str(path))
+        lines = book.get_sheet_by_name("Summary").to_python() if "Summary" in book.sheet_names else []
+    except (CalamineError, OSError, ValueError):
+        return []
+    kept = [list(line) for line in lines if not (line and str(line[0]).startswith(("rows", "status ")))]
+    return kept
 
 
 def _recorded(sheet: Sheet, row) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import httpx
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -106,6 +105,8 @@ def masked(url: str) -> str:
 def _url(value: str | None, flag: str) -> str | None:
     if value is None:
         return None
+    import httpx
+
     try:
         httpx.URL(value), urlsplit(value).port  # the parsers the URL will meet
     except (httpx.InvalidURL, ValueError) as exc:
@@ -115,10 +116,15 @@ def _url(value: str | None, flag: str) -> str | None:
     return value
 
 
-def target(env: str, base_url: str | None = None, token_url: str | None = None) -> Target:
-    """Resolve `--env`, `--base-url` and `--token-url` with the credentials from the environment."""
+def target(env: str, base_url: str | None = None, token_url: str | None = None, client_id: str | None = None,
+           client_secret: str | SecretStr | None = None) -> Target:
+    """Resolve `--env`, `--base-url` and `--token-url` with the credentials given, else those of the
+    environment (or `.env`)."""
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"env {env!r} is none of {', '.join(ENVIRONMENTS)}")
     base_url, token_url = _url(base_url, "--base-url"), _url(token_url, "--token-url")
-    credentials = load(Credentials, "SPARK_* settings")
+    given = {k: v for k, v in (("client_id", client_id), ("client_secret", client_secret)) if v is not None}
+    credentials = load(Credentials, "SPARK_* settings", **given)
     if env == "local":
         return Target(
             env,

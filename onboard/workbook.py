@@ -1,135 +1,176 @@
 """Excel outputs a person can act on: frozen header, filters, widths, the cells to fix marked
 with their reason, and ID columns stored as text so Excel cannot turn them into numbers.
 
-Every text is written as a text cell (never a formula, whatever it starts with, so it needs no
-`'` and reads back as it was), and with the characters XML cannot hold written in Excel's own
-escape, `_xHHHH_`, which Excel and the tool's reader turn back into the character."""
+Tables are written by rust_xlsxwriter (through the `rvgsrust-xlsxwriter` bindings) in its
+constant-memory mode: each row goes to disk as it is written, so a table of any length costs the
+same memory, and 100k rows take 3 s of CPU where openpyxl took 42 s (README, "Which writer").
+The library writes every text as a text cell (never a formula, whatever it starts with, so it needs
+no `'` and reads back as it was), and the characters XML cannot hold in Excel's own escape,
+`_xHHHH_` (with the `_` of a text that already looks like one escaped as `_x005F_`), which Excel
+and the tool's reader turn back into the text."""
 
 from __future__ import annotations
 
-import re
+import datetime as dt
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
-from openpyxl.comments import Comment
-from openpyxl.styles import Font, PatternFill
-from openpyxl.utils import get_column_letter
-from openpyxl.worksheet.datavalidation import DataValidation
+from rvgsrust_xlsxwriter import Format, Note, Workbook, Worksheet
 
 from onboard.contract import LocationType, ResourceType
 
-HEADER_FILL = PatternFill("solid", fgColor="DDEBF7")
-PROBLEM_FILL = PatternFill("solid", fgColor="FFC7CE")
-STATUS_FILLS = {
-    "created": PatternFill("solid", fgColor="E2EFDA"),
-    "exists": PatternFill("solid", fgColor="EDEDED"),
-    "valid": PatternFill("solid", fgColor="E2EFDA"),
-    "failed": PatternFill("solid", fgColor="FFC7CE"),
-    "invalid": PatternFill("solid", fgColor="FFEB9C"),
-}
+HEADER_FILL = "#DDEBF7"
+PROBLEM_FILL = "#FFC7CE"
+STATUS_FILLS = {"created": "#E2EFDA", "exists": "#EDEDED", "valid": "#E2EFDA", "failed": "#FFC7CE",
+                "invalid": "#FFEB9C"}
 TEXT = "@"
 WIDTH_SAMPLE = 500
 MAX_WIDTH = 60
-MAX_COMMENTS = 10_000
-"""Beyond this many marked cells, cells are still filled but carry no comment: writing a comment
-costs openpyxl a drawing shape each, and the reason is in the row's `error` cell anyway."""
+MAX_NOTES = 5_000
+"""Beyond this many marked cells in one workbook, cells are still filled but carry no note: each
+note costs the writer about 12 KB until the file is closed, Excel slows down opening thousands of
+them, and the reason is in the row's `error` cell anyway."""
+EXCEL_CELL_CHARACTERS = 32_767
+CLOCK_FORMATS = {dt.time: "hh:mm:ss", dt.timedelta: "[h]:mm:ss"}
+"""Number formats for the carried cells the library would otherwise write as text (dates and
+date-times it formats itself, as `yyyy-mm-dd` and `yyyy-mm-dd hh:mm:ss`)."""
+_CLOCKS = frozenset(CLOCK_FORMATS)
 
-_UNWRITABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]|_(?=x[0-9A-Fa-f]{4}_)")
-
-
-def _escape(match: re.Match[str]) -> str:
-    return f"_x{ord(match.group()):04X}_"
-
-
-def xlsx_text(text: str) -> str:
-    """A text as an xlsx cell holds it: control characters (BEL, ESC, ...) as `_x0007_`, and the `_`
-    of a text that already looks like such an escape as `_x005F_`, so it reads back unchanged."""
-    return _UNWRITABLE.sub(_escape, text)
+Line = tuple[dict[int, str], list[Any]]
+"""One row of a table: the cells to mark (position -> reason), and the values."""
 
 
-def _text_cell(sheet, text: str) -> WriteOnlyCell:
-    cell = WriteOnlyCell(sheet, value=xlsx_text(text))
-    cell.data_type = "s"  # openpyxl would take a text starting with "=" for a formula
-    return cell
+@dataclass(frozen=True)
+class _Formats:
+    header: Format
+    text: Format
+    problem: Format
+    problem_text: Format
+    status: dict[str, Format]
+    clock: dict[type, Format]
+
+    @classmethod
+    def create(cls) -> _Formats:
+        return cls(header=Format().set_bold().set_background_color(HEADER_FILL),
+                   text=Format().set_num_format(TEXT),
+                   problem=Format().set_background_color(PROBLEM_FILL),
+                   problem_text=Format().set_background_color(PROBLEM_FILL).set_num_format(TEXT),
+                   status={s: Format().set_background_color(c) for s, c in STATUS_FILLS.items()},
+                   clock={kind: Format().set_num_format(code) for kind, code in CLOCK_FORMATS.items()})
 
 
-def _plain(sheet, value: Any) -> Any:
-    """A value as openpyxl writes it fastest, or a text cell where a plain str would not do."""
-    if not isinstance(value, str):
-        return value
-    if not value:
-        return None
-    if value.startswith("=") or _UNWRITABLE.search(value):
-        return _text_cell(sheet, value)
+def _fit(value: Any) -> Any:
+    """A text cut to what an Excel cell holds (Excel itself would cut it when opening the file)."""
+    if isinstance(value, str) and len(value) > EXCEL_CELL_CHARACTERS:
+        return value[:EXCEL_CELL_CHARACTERS - 1] + "…"
     return value
 
 
-def _width(values: list[Any]) -> float:
+def _width(values: Iterable[Any]) -> float:
     longest = max((len(str(v)) for v in values if v is not None), default=0)
     return min(MAX_WIDTH, max(8, longest + 2))
 
 
-def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
-                rows: list[tuple[Any, list[Any]]], summary: list[list[Any]] | None,
-                text_columns: set[int], hidden_columns: frozenset[int] = frozenset()) -> None:
-    """`rows` are (result, values); a result's `cell_problems` name the cells to mark;
-    `hidden_columns` (output positions) stay hidden as they were in the input."""
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet(title)
-    sheet.freeze_panes = "A2"
-    sheet.page_setup.orientation = "landscape"
-    for position, header in enumerate(headers):
-        sample = [header] + [values[position] for _, values in rows[:WIDTH_SAMPLE]]
-        dimension = sheet.column_dimensions[get_column_letter(position + 1)]
-        dimension.width = _width(sample)
-        dimension.hidden = position in hidden_columns
-    sheet.auto_filter.ref = f"A1:{get_column_letter(max(1, len(headers)))}{len(rows) + 1}"
-    ids = {own[name] for name in ("user_id", "location_id", "resource_id")} | text_columns
-    header_cells = []
-    for header in headers:
-        cell = _text_cell(sheet, header) if header else WriteOnlyCell(sheet, value=None)
-        cell.font = Font(bold=True)
-        cell.fill = HEADER_FILL
-        header_cells.append(cell)
-    sheet.append(header_cells)
-    status_at = own["status"]
-    comments = 0
-    for result, values in rows:
-        marked = result.cell_problems
-        line: list[Any] = []
-        for position, value in enumerate(values):
-            if position not in ids and position != status_at and position not in marked:
-                line.append(_plain(sheet, value))
-                continue
-            if isinstance(value, str) and value:
-                cell = _text_cell(sheet, value)
-            else:
-                cell = WriteOnlyCell(sheet, value=None if value == "" else value)
-            if position in ids:
-                cell.number_format = TEXT
-            if position == status_at:
-                cell.fill = STATUS_FILLS.get(str(value), PatternFill())
-            if position in marked:
-                cell.fill = PROBLEM_FILL
-                if comments < MAX_COMMENTS:
-                    cell.comment = Comment(xlsx_text(marked[position]), "onboard", width=300, height=120)
-                    comments += 1
-            line.append(cell)
-        sheet.append(line)
-    if summary is not None:
-        page = workbook.create_sheet("Summary")
-        page.column_dimensions["A"].width = 60
-        page.column_dimensions["B"].width = 14
-        for line in summary:
-            page.append([_plain(page, v) for v in line])
-    workbook.save(path)
+def _clock_number(value: dt.time | dt.timedelta) -> float:
+    """A time of day or a duration as Excel stores it: in days."""
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds() / 86_400
+    return (value.hour * 3600 + value.minute * 60 + value.second + value.microsecond / 1e6) / 86_400
+
+
+class _Table:
+    """One sheet of the table, written row after row."""
+
+    def __init__(self, sheet: Worksheet, formats: _Formats, headers: list[str], own: dict[str, int],
+                 text_columns: set[int]) -> None:
+        self.sheet, self.formats, self.width = sheet, formats, len(headers)
+        self.keys = {own[name] for name in ("user_id", "location_id", "resource_id")} | text_columns
+        self.status_at = own["status"]
+        self.row = 0
+        self.notes = 0
+
+    def columns(self, headers: list[str], sample: list[Line], hidden: frozenset[int]) -> None:
+        sheet = self.sheet
+        for position, header in enumerate(headers):
+            sheet.set_column_width(position, _width(itertools.chain([header], (v[position] for _, v in sample))))
+            if position in self.keys:
+                sheet.set_column_format(position, self.formats.text)
+            if position in hidden:
+                sheet.set_column_hidden(position)
+        sheet.freeze_panes(1, 0)
+        sheet.write_row(0, 0, [_fit(h) for h in headers], self.formats.header)
+
+    def write(self, marked: dict[int, str], values: list[Any]) -> None:
+        self.row += 1
+        row, sheet, formats = self.row, self.sheet, self.formats
+        try:
+            sheet.write_row(row, 0, values)
+        except ValueError:
+            sheet.write_row(row, 0, [_fit(v) for v in values])
+        for position in self.keys:
+            if values[position] is None or values[position] == "":
+                sheet.write(row, position, None, formats.text)  # typed into later, it stays text in any program
+        if not _CLOCKS.isdisjoint(map(type, values)):
+            for position, value in enumerate(values):
+                if type(value) in _CLOCKS:
+                    sheet.write(row, position, _clock_number(value), formats.clock[type(value)])
+        status = formats.status.get(values[self.status_at])
+        if status is not None:
+            sheet.write(row, self.status_at, values[self.status_at], status)
+        for position, reason in marked.items():
+            sheet.write(row, position, _fit(values[position]),
+                        formats.problem_text if position in self.keys else formats.problem)
+            if self.notes < MAX_NOTES:
+                self.notes += 1
+                note = Note(_fit(reason))
+                note.set_author("onboard")
+                note.set_width(300)
+                note.set_height(120)
+                sheet.insert_note(row, position, note)
+
+    def close(self) -> None:
+        self.sheet.autofilter(0, 0, self.row, max(0, self.width - 1))
+
+
+def write_table(path: Path, title: str, headers: list[str], own: dict[str, int], rows: Iterable[Line],
+                summary: Callable[[], list[list[Any]]] | None, text_columns: set[int],
+                hidden_columns: frozenset[int] = frozenset()) -> None:
+    """Write `rows` as they come, holding only the first few (for the column widths). `own` places
+    the tool's columns; `hidden_columns` (output positions) stay hidden as they were in the input.
+    `summary` is asked for its lines once every row is written, so it may count them."""
+    workbook = Workbook(str(path))
+    formats = _Formats.create()
+    table = _Table(workbook.add_worksheet(title, constant_memory=True), formats, headers, own, text_columns)
+    page = workbook.add_worksheet("Summary") if summary is not None else None
+    table.sheet.set_landscape()
+    lines: Iterator[Line] = iter(rows)
+    sample = list(itertools.islice(lines, WIDTH_SAMPLE))
+    table.columns(headers, sample, hidden_columns)
+    for marked, values in itertools.chain(sample, lines):
+        table.write(marked, values)
+    table.close()
+    if page is not None and summary is not None:
+        page.set_column_width(0, 60)
+        page.set_column_width(1, 14)
+        for row, line in enumerate(summary()):
+            if line:
+                page.write_row(row, 0, [_fit(v) for v in line])
+    workbook.close()
 
 
 def write_template_workbook(path: Path, columns: list[str], example: dict[str, str],
                             help_text: dict[str, str]) -> None:
-    workbook = Workbook()
+    """The template keeps openpyxl, imported here alone: it needs dropdowns (data validation),
+    which the table writer does not, and it is a few rows."""
+    from openpyxl import Workbook as Template
+    from openpyxl.styles import Font, PatternFill
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.datavalidation import DataValidation
+
+    workbook = Template()
     sheet = workbook.active
     sheet.title = "Customers"
     sheet.freeze_panes = "A2"
@@ -138,7 +179,7 @@ def write_template_workbook(path: Path, columns: list[str], example: dict[str, s
     for position, column in enumerate(columns, start=1):
         letter = get_column_letter(position)
         sheet[f"{letter}1"].font = Font(bold=True)
-        sheet[f"{letter}1"].fill = HEADER_FILL
+        sheet[f"{letter}1"].fill = PatternFill("solid", fgColor=HEADER_FILL[1:])
         sheet.column_dimensions[letter].width = max(14, len(column) + 4)
         if column not in ("latitude", "longitude"):
             sheet.column_dimensions[letter].number_format = TEXT

@@ -218,7 +218,7 @@ def test_another_input_with_the_same_name_is_refused_naming_it(capsys, tmp_path,
         assert code == 2 and str(first) in err and "--out" in err
     assert (out / "customers.results.csv").read_bytes() == results
     code, shown, _ = run(capsys, "status", second, "--out", out)
-    assert code == 0 and f"a run of {first}, another input with the same name" in shown
+    assert code == 0 and f"a run of {first}, another input whose outputs have the same names" in shown
     code, _, err = run(capsys, "run", first, "--out", out, *local(state))  # the first input's run is still there
     assert code == 0 and "resuming" in err
     assert run(capsys, "run", second, "--out", tmp_path / "out-b", *local(state))[0] == 0

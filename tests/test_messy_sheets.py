@@ -66,14 +66,14 @@ def test_bom_utf8_with_crlf_and_blank_lines(capsys, tmp_path):
 
 def test_tab_separated_utf16(capsys, tmp_path):
     sheet = sheets.read(FIXTURES / "excel-unicode-text.txt")
-    assert sheet.csv_style == sheets.CsvStyle("utf-16", "\t") and sheet.rows[0].cells[3] == "José"
+    assert sheet.csv_style == sheets.CsvStyle("utf-16", "\t") and list(sheet.rows)[0].cells[3] == "José"
 
 
 def test_quoted_fields_hold_delimiters_and_line_breaks(capsys, tmp_path):
     path = tmp_path / "in.csv"
     path.write_text(f'customer_id;meter_point_ids;notes\n1;"{A}\n{B}";"a; b"\n2;{C};x\n', encoding="utf-8")
     sheet = sheets.read(path)
-    assert [r.number for r in sheet.rows] == [2, 4] and sheet.rows[0].cells[2] == "a; b"
+    assert [r.number for r in sheet.rows] == [2, 4] and list(sheet.rows)[0].cells[2] == "a; b"
     assert check(sheet)[0].row.meter_point_ids == (A, B)
 
 

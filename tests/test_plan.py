@@ -113,3 +113,19 @@ def test_site_without_ref_is_known_by_its_meter_point_ids(tmp_path):
 def test_site_with_neither_meter_ids_nor_coordinates_is_refused(tmp_path):
     plan = plan_of(tmp_path, [["4711", "home", "", "", "", "", "CH-1", "Charger"]])
     assert "neither meter point ids nor latitude/longitude" in problems(plan, 2)[0]
+
+
+def test_derived_ids_are_uuid5_of_the_keys_forever():
+    import uuid
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from onboard.plan import NAMESPACE, derived_id
+
+    @given(st.sampled_from(["user", "location", "resource"]), st.lists(st.text(), min_size=1, max_size=4))
+    def same(kind, keys):
+        assert derived_id(kind, *keys) == str(uuid.uuid5(NAMESPACE, "\x1f".join((kind, *keys))))
+
+    same()
+    assert derived_id("user", "4711") == str(uuid.uuid5(NAMESPACE, "user\x1f4711"))

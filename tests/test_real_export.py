@@ -312,3 +312,93 @@ def test_a_target_never_shows_a_url_password():
 
     where = Target("sandbox", "https://me:hunter2@api.example/v1", "https://auth.example/t", "id", SecretStr("s"))
     assert "hunter2" not in repr(where) and "hunter2" not in str(where)
+
+
+# found by trying it as a new user
+
+
+def test_a_meter_point_shared_with_a_row_refused_for_something_else_never_lands_twice(capsys, tmp_path):
+    headers = ["Kundenummer", "Anlegg", "Målepunkt-ID", "Enhetstype", "Serienummer"]
+    path = write_csv(tmp_path / "m.csv", [["1001", "hjem", MPIDS[0], "Varmepumpe", "SN1"],
+                                          ["1002", "hytta", MPIDS[0], "Dingsebomt", "SN2"]], headers, delimiter=";")
+    state = tmp_path / "e.sqlite"
+    code, _, err = run(capsys, "run", path, *local(state))
+    assert code == 1 and "row 2 (invalid)" in err and "is also on row 3, which is refused for another reason" in err
+    assert "row 3 (invalid)" in err and f"meter point id {MPIDS[0]} is also on row 2" in err
+    assert state_counts(state)["locations"] == 0
+    errors = tmp_path / "m.errors.csv"
+    errors.write_text(errors.read_text(encoding="utf-8").replace("Dingsebomt", "Varmepumpe"), encoding="utf-8")
+    code, _, err = run(capsys, "run", errors, *local(state))
+    assert code == 1 and "is also on site 'hjem' of customer '1001'" in err
+    assert state_counts(state)["locations"] == 0
+
+
+def test_a_totals_line_whose_count_sits_in_the_key_column_is_refused(capsys, tmp_path):
+    rows = [["101", "Kari", "home", MPIDS[0]], ["102", "Ola", "home", MPIDS[1]], ["2", "Totalt", "", ""]]
+    path = write_csv(tmp_path / "t.csv", rows, ["Kundenummer", "Navn", "Anlegg", "Målepunkt-ID"], delimiter=";")
+    code, _, err = run(capsys, "validate", path)
+    assert code == 1 and "row 4 (invalid)" in err and "reads like a totals line ('Totalt' in another column)" in err
+
+
+def test_messages_of_an_errors_file_run_name_the_original_rows(capsys, tmp_path):
+    from helpers import meter_point_id
+
+    rows = [[str(100 + i), "home", meter_point_id(i + 10), "HVAC", f"SN{i}"] for i in range(10)]
+    rows[9][2] = rows[8][2]  # rows 10 and 11 share a meter point
+    rows[8][3] = "Gadget"  # and row 10 is refused for something else too
+    path = write_csv(tmp_path / "x.csv", rows, ["customer_id", "location_ref", "meter_point_ids", "resource_type",
+                                                "resource_ref"])
+    state = tmp_path / "e.sqlite"
+    run(capsys, "run", path, *local(state))
+    code, _, err = run(capsys, "run", tmp_path / "x.errors.csv", *local(state))
+    assert "row 2 (row 10 of the original sheet)" in err and "is also on row 11" in err
+
+
+def test_the_original_results_keep_every_row_true_whatever_the_errors_file_holds(capsys, tmp_path):
+    rows = [["1", "home", MPIDS[0], "SN1", "HVAC"], ["2", "home", "12", "SN2", "HVAC"],
+            ["3", "home", "13", "SN3", "HVAC"]]
+    path = write_csv(tmp_path / "c.csv", rows, ["customer_id", "location_ref", "meter_point_ids", "resource_ref",
+                                                "resource_type"])
+    state = tmp_path / "e.sqlite"
+    run(capsys, "run", path, *local(state))
+    errors = read_csv(tmp_path / "c.errors.csv")
+    errors[0]["meter_point_ids"] = MPIDS[1]  # row 3 fixed
+    copy = dict(errors[0], resource_ref="SN2-EXTRA")  # a second device, copied from row 3
+    typed = dict(errors[0], customer_id="5", row="", meter_point_ids=MPIDS[2], resource_ref="SN5")  # a new customer
+    with (tmp_path / "c.errors.csv").open("w", newline="", encoding="utf-8") as handle:
+        import csv
+
+        writer = csv.DictWriter(handle, fieldnames=list(errors[0]))
+        writer.writeheader()
+        writer.writerows([errors[0], copy, errors[1], typed])
+    code, out, err = run(capsys, "run", tmp_path / "c.errors.csv", "--where", "resource_ref!=SN3", *local(state))
+    assert "1 row brought up to date" in out and "2 rows with no original row of their own" in out, out + err
+    final = read_csv(tmp_path / "c.results.csv")
+    assert [(r["row"], r["customer_id"], r["status"]) for r in final] == [
+        ("2", "1", "created"), ("3", "2", "created"), ("4", "3", "invalid")]
+    assert final[1]["resource_ref"] == "SN2" and final[2]["error"], "the skipped row keeps its refusal"
+    assert state_counts(state)["users"] == 3
+
+
+def test_headers_with_a_qualifier_or_alternatives_are_known(capsys, tmp_path):
+    headers = ["Kundenr", "Breddegrad (WGS84)", "Lengdegrad (WGS84)", "Serienummer/VIN", "Målepunkt ID [GSRN]",
+               "Enhetstype"]
+    path = write_csv(tmp_path / "q.csv", [["1", "59,91", "10,75", "SN-1", MPIDS[0], "Varmepumpe"]], headers,
+                     delimiter=";")
+    code, out, err = run(capsys, "run", path, *local(tmp_path / "e.sqlite"))
+    assert code == 0, err
+    assert "-> latitude" in out and "-> longitude" in out and "-> resource_ref" in out and "-> meter_point_ids" in out
+    location = read_csv(tmp_path / "q.results.csv", delimiter=";")[0]
+    assert location["resource_id"] and state_counts(tmp_path / "e.sqlite")["resources"] == 1
+
+
+def test_without_a_known_header_the_message_shows_the_fullest_row(capsys, tmp_path):
+    (tmp_path / "h.csv").write_text("Eksport 2025\n\nKlantnr,Meetpunt,Naam\n1,x,y\n", encoding="utf-8")
+    code, _, err = run(capsys, "validate", tmp_path / "h.csv")
+    assert code == 2 and "Headers found in row 3" in err and "'Klantnr', 'Meetpunt', 'Naam'" in err
+
+
+def test_a_near_miss_is_marked_in_the_column_print_out(capsys, tmp_path):
+    path = write_csv(tmp_path / "n.csv", [["1", MPIDS[0], "10.7"]], ["customer_id", "meter_point_ids", "Lengdegard"])
+    code, out, _ = run(capsys, "validate", path)
+    assert code == 2 and "Lengdegard" in out and "not used: looks like longitude" in out

@@ -52,7 +52,7 @@ def test_excel_keep_as_text_cells_in_csv_are_the_text(tmp_path):
     path = tmp_path / "in.csv"
     path.write_text(f'customer_id;meter_point_ids;note\n="000123";="{MPIDS[0]}";"=""a""""b"""\n', encoding="utf-8")
     sheet = sheets.read(path)
-    assert sheet.rows[0].cells == ["000123", MPIDS[0], 'a"b']
+    assert list(sheet.rows)[0].cells == ["000123", MPIDS[0], 'a"b']
 
 
 # 9.1: keys starting with - + = @ come back from the errors file as they went out
@@ -128,7 +128,7 @@ def _control_workbook(path: Path) -> Path:
 def test_control_characters_never_lose_an_output(capsys, tmp_path):
     path = _control_workbook(tmp_path / "in.xlsx")
     sheet = sheets.read(path)
-    assert sheet.columns[3].header == "note\x1b" and sheet.rows[0].cells[3] == "ring\x07bell"
+    assert sheet.columns[3].header == "note\x1b" and list(sheet.rows)[0].cells[3] == "ring\x07bell"
     code, _, err = run(capsys, "run", path, *local(tmp_path / "e.sqlite"))
     assert code == 1 and "Traceback" not in err
     results = sheets.read(tmp_path / "in.results.xlsx")
@@ -136,7 +136,7 @@ def test_control_characters_never_lose_an_output(capsys, tmp_path):
     assert [r.cells[3] for r in results.rows] == ["ring\x07bell", "escape\x1b[0m", "literal _x0041_ stays"]
     errors = sheets.read(tmp_path / "in.errors.xlsx")
     assert [r.cells[2] for r in errors.rows] == ["Jet\x07pack"]
-    error = errors.rows[0].cells[[c.header for c in errors.columns].index("error")]
+    error = list(errors.rows)[0].cells[[c.header for c in errors.columns].index("error")]
     assert "'Jet\\x07pack'" in error
     marked = load_workbook(tmp_path / "in.errors.xlsx").worksheets[0]["C2"]
     assert marked.value == "Jet_x0007_pack" and marked.comment is not None  # as Excel stores BEL

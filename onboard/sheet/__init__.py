@@ -7,14 +7,18 @@ point id stored as a number has already lost digits and must never be taken at f
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from onboard.errors import InputError
 from onboard.mapping import Mapping
 from onboard.sheet._base import WORKBOOKS, Reader, cell_text
 from onboard.sheet._calamine import XlsxReader
 from onboard.sheet._csv import CsvReader, CsvStyle, protect, unprotect
+from onboard.sheet._frame import FrameReader
 from onboard.sheet._limits import Limits
 from onboard.sheet.columns import (
     FIELDS,
@@ -35,15 +39,63 @@ __all__ = ["FIELDS", "OUTPUT_COLUMNS", "OWN_COLUMNS", "WORKBOOKS", "Column", "Cs
 HEADER_SEARCH_ROWS = 30
 
 
-@dataclass
+@dataclass(slots=True)
 class SheetRow:
     number: int
     cells: list[str]
     values: list[object]
-    numeric: frozenset[int] = frozenset()
     hidden: bool = False
     """Hidden in the workbook (filtered out, or hidden by hand): imported all the same, but a person
     looking at the sheet does not see it."""
+
+
+class Rows:
+    """The data rows below the header, in order; iterable again and again. A CSV is read anew on
+    each pass, so a million rows never sit in memory at once; a workbook's rows are kept after the
+    first pass, since its reader holds the whole sheet anyway and reading it twice costs seconds.
+
+    The first pass also learns how wide the data is: a row may run past the header, and the sheet
+    grows unnamed columns for it once that pass ends (`Sheet.widen`)."""
+
+    def __init__(self, reader: Reader, header_number: int, keep: bool) -> None:
+        self._reader = reader
+        self._header = header_number
+        self._kept: list[SheetRow] | None = [] if keep else None
+        self._complete = False
+        self.sheet: Sheet | None = None
+
+    def __iter__(self) -> Iterator[SheetRow]:
+        if self._complete and self._kept is not None:
+            yield from self._kept
+            return
+        width = len(self.sheet.columns) if self.sheet else 0
+        widest = width
+        hidden = self._reader.hidden_rows
+        kept: list[SheetRow] = []
+        for number, values in self._reader.records():
+            if number <= self._header:
+                continue
+            filled = _width(values)
+            if not filled:
+                continue
+            values = values[:filled]  # a stray blank cell far right widens no row
+            widest = max(widest, filled)
+            if filled < width:
+                values += [""] * (width - filled)
+            cells = [v if v.__class__ is str else cell_text(v) for v in values]
+            row = SheetRow(number, cells, values, number in hidden)
+            if self._kept is not None:
+                kept.append(row)
+            yield row
+        if self.sheet is not None and widest > width:
+            self.sheet.widen(widest)
+            for row in kept:
+                row.values += [""] * (widest - len(row.values))
+                row.cells += [""] * (widest - len(row.cells))
+        if self._kept is not None:
+            self._kept = kept
+            self._reader = None  # its parsed sheet is no longer needed: the rows are kept
+        self._complete = True
 
 
 @dataclass
@@ -51,16 +103,23 @@ class Sheet:
     path: Path
     format: str
     columns: list[Column]
-    rows: list[SheetRow]
+    rows: Rows
     header_row: int
     sheet_name: str | None = None
     csv_style: CsvStyle | None = None
     notes: list[str] = field(default_factory=list)
     hidden_columns: frozenset[int] = frozenset()
     """Indexes of the columns hidden in the workbook; the xlsx outputs hide them too."""
+    sha256: str | None = None
+    """The content's SHA-256 when it is no file (a DataFrame); a file's is read from the file."""
 
     def column(self, field_name: str) -> Column | None:
         return next((c for c in self.columns if c.field == field_name), None)
+
+    def widen(self, width: int) -> None:
+        """Unnamed columns for data that runs past the header; rows are padded to the new width."""
+        self.columns += match_columns([""] * (width - len(self.columns)))
+        self.columns[:] = [replace(c, index=i) for i, c in enumerate(self.columns)]
 
 
 def open_reader(path: Path, sheet: str | None = None) -> Reader:
@@ -108,42 +167,45 @@ def _other_sheet(path: Path, reader: Reader, mapping: Mapping | None) -> str | N
     return None
 
 
-def read(path: Path, sheet: str | None = None, mapping: Mapping | None = None) -> Sheet:
-    reader = open_reader(path, sheet)
+def read(path: Path | Any, sheet: str | None = None, mapping: Mapping | None = None, name: str | None = None) -> Sheet:
+    """The sheet at `path` (a .xlsx, .xls, .ods or .csv file), or a pandas DataFrame or iterable of
+    dicts given instead of a path (then `name` names it in messages and outputs)."""
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
+        reader = open_reader(path, sheet)
+    else:
+        if sheet is not None:
+            raise InputError("sheet names a workbook's sheet; a DataFrame has none")
+        reader = FrameReader(path)
+        path = Path(name or "dataframe")
     records = reader.records()
     head: list[tuple[int, list[object]]] = []
     for number, values in records:
         head.append((number, values))
         if len(head) >= HEADER_SEARCH_ROWS:
             break
+    records.close()
     texts = [(n, [cell_text(v).strip() for v in values]) for n, values in head if _filled(values)]
     if not texts:
         raise InputError(f"{path.name} is empty: there is no header row and no data")
-    at = _find_header(texts, mapping)
+    at = 0 if getattr(reader, "header_known", False) else _find_header(texts, mapping)
     if at is None:
         other = _other_sheet(path, reader, mapping)
         if other is not None:
             raise InputError(f"{path.name}: sheet {reader.sheet_name!r} names none of the known columns in its "
                              f"first {HEADER_SEARCH_ROWS} rows, but sheet {other!r} does: add --sheet {other!r}")
-        at = 0
+        at = max(range(len(texts)), key=lambda i: sum(1 for c in texts[i][1] if c))  # the fullest row
     header_number, headers = texts[at]
-    raw = []
-    for number, values in _chain(head, records):
-        filled = _width(values)
-        if number > header_number and filled:
-            raw.append((number, values[:filled]))  # a stray cell far right widens no other row
-    width = max([len(headers), *(len(values) for _, values in raw)])
-    columns = match_columns(headers + [""] * (width - len(headers)), mapping)
-    rows = []
-    hidden_rows = reader.hidden_rows
-    for number, values in raw:
-        values = values + [""] * (width - len(values))
-        numeric = frozenset(i for i, v in enumerate(values)
-                            if isinstance(v, (int, float)) and not isinstance(v, bool))
-        rows.append(SheetRow(number, [cell_text(v) for v in values], values, numeric, number in hidden_rows))
+    rows = Rows(reader, header_number, keep=not isinstance(reader, CsvReader))
     style = reader.style if isinstance(reader, CsvReader) else None
-    return Sheet(path, reader.format, columns, rows, header_number, getattr(reader, "sheet_name", None), style,
-                 hidden_columns=frozenset(i for i in reader.hidden_columns if i < width))
+    sheet = Sheet(path, reader.format, match_columns(headers, mapping), rows, header_number,
+                  getattr(reader, "sheet_name", None), style, sha256=getattr(reader, "sha256", None))
+    rows.sheet = sheet
+    if not isinstance(reader, CsvReader):
+        for _ in rows:  # a workbook is read once, now; its hidden columns are known after that
+            pass
+        sheet.hidden_columns = frozenset(i for i in reader.hidden_columns if i < len(sheet.columns))
+    return sheet
 
 
 def _filled(values: list[object]) -> bool:
@@ -153,7 +215,8 @@ def _filled(values: list[object]) -> bool:
 def _width(values: list[object]) -> int:
     """Columns up to the last filled cell, so a stray blank cell far right adds no column."""
     for i in range(len(values) - 1, -1, -1):
-        if cell_text(values[i]).strip():
+        value = values[i]
+        if value.strip() if value.__class__ is str else value is not None and cell_text(value).strip():
             return i + 1
     return 0
 

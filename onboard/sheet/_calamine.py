@@ -45,10 +45,13 @@ class XlsxReader:
         self.hidden_rows = frozenset(facts.hidden_rows)
         self.hidden_columns: frozenset[int] = frozenset()
         """Indexes into each row's values; known once `records()` has begun."""
+        self._sheet: CalamineSheet | None = None
 
     def records(self) -> Iterator[tuple[int, list[object]]]:
         try:
-            sheet = self.workbook.get_sheet_by_name(self.sheet_name)
+            if self._sheet is None:  # parsed once: the header search and the full pass share it
+                self._sheet = self.workbook.get_sheet_by_name(self.sheet_name)
+            sheet = self._sheet
             first_column = sheet.start[1] if sheet.start else 0
             self.hidden_columns = frozenset(
                 column - 1 - first_column for low, high in self.facts.hidden_columns

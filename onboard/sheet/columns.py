@@ -9,6 +9,7 @@ column of coordinates would otherwise go unnoticed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from rapidfuzz.distance import OSA
@@ -52,7 +53,28 @@ class Column:
 
 
 def known_field(header: str) -> str | None:
-    return spark_id_field(header) or vocabulary().column(header)
+    return spark_id_field(header) or _named(header)
+
+
+_QUALIFIER = re.compile(r"\([^)]*\)|\[[^\]]*\]")
+
+
+def _named(header: str) -> str | None:
+    """The field a header names: as written, else without a qualifier in brackets (`Breddegrad
+    (WGS84)`, `Målepunkt ID [GSRN]`), else when every name of an `A/B` header names the same field
+    (`Serienummer/VIN`)."""
+    words = vocabulary()
+    found = words.column(header)
+    if found or not header:
+        return found
+    bare = _QUALIFIER.sub(" ", header).strip()
+    if bare != header.strip() and (found := words.column(bare)):
+        return found
+    if "/" in bare:
+        named = {words.column(part) for part in bare.split("/")}
+        if len(named) == 1 and None not in named:
+            return named.pop()
+    return None
 
 
 def match_columns(headers: list[str], mapping: Mapping | None = None) -> list[Column]:
@@ -68,7 +90,7 @@ def match_columns(headers: list[str], mapping: Mapping | None = None) -> list[Co
         elif spark := spark_id_field(header):
             columns.append(Column(index, header, spark, by="spark id"))
         else:
-            name = vocabulary().column(header)
+            name = _named(header)
             columns.append(Column(index, header, name, by="name" if name else ""))
     return columns
 
@@ -124,7 +146,8 @@ def check_columns(sheet) -> None:
         found = ", ".join(repr(c.header) for c in sheet.columns if c.header) or "(none)"
         raise InputError(
             f"{sheet.path.name} has no customer_id column (nor user_id). Headers found in row "
-            f"{sheet.header_row}: {found}. Expected columns: {', '.join(c for c in FIELDS if c not in ID_FIELDS)}. "
+            f"{sheet.header_row} (the first row naming two or more known columns, else the fullest of the first "
+            f"rows): {found}. Expected columns: {', '.join(c for c in FIELDS if c not in ID_FIELDS)}. "
             'Map yours with --map "Your Header=customer_id".'
             + ("\n" + "\n".join(misses) if misses else "")
         )
@@ -139,7 +162,10 @@ def column_uses(columns: list[Column]) -> list[tuple[str, str]]:
         if not column.header and not column.field:
             continue
         use = column.use
-        if use == "carried" and looks_like_id(column.header):
+        taken = {c.field for c in columns if c.field}
+        if use == "carried" and (guess := near_miss(column.header, taken)):
+            use = f"not used: looks like {guess} (map or ignore it)"
+        elif use == "carried" and looks_like_id(column.header):
             spark = looks_like_id(column.header)
             use = (f"carried (not taken as the Spark {spark}: name it 'spark {spark.replace('_', ' ')}' or "
                    f'--map "{column.header}={spark}" if it is one)')

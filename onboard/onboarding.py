@@ -1,0 +1,421 @@
+"""Onboarding a customer sheet end to end, from Python and from the command line alike.
+
+`read` turns a sheet (a file, a DataFrame, or rows as dicts) into a checked `Intake`; `validated`
+describes it without sending anything; `send` registers it and describes what happened. The
+public `validate`, `run` and `run_async` (exported by `onboard`) put those together; the command
+line calls the same functions and only renders what they return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime as dt
+import gc
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from onboard import __version__
+from onboard.errors import Interrupted, OnboardError
+
+if TYPE_CHECKING:
+    import pandas
+
+    from onboard.mapping import Mapping
+    from onboard.plan import Plan
+    from onboard.report import Outputs, RowResult
+    from onboard.settings import Target
+    from onboard.sheet import Sheet
+
+Source = "str | os.PathLike[str] | pandas.DataFrame | Iterable[dict[str, Any]]"
+OUTPUT_COLUMNS = ("row", "status", "user_id", "location_id", "resource_id", "error", "warnings")
+
+
+@contextlib.contextmanager
+def bulk() -> Iterator[None]:
+    """Hold Python's cycle collector while rows become records: it walks every live object each time
+    enough new ones appear, which over a million rows costs more than the work itself, and rows make
+    no cycles. What survives (the plan) is then frozen out of its walks for the rest of the run."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+
+
+# reading
+
+
+@dataclass
+class Intake:
+    """A sheet read, checked and planned: what would be sent, and what the user should hear of."""
+
+    sheet: Sheet
+    plan: Plan
+    notices: list[str] = field(default_factory=list)
+    """Things worth saying about the sheet as a whole (hidden rows, unknown values, unused mappings)."""
+    counts: dict[str, int] = field(default_factory=dict)
+    unrecognised: dict[str, dict[str, int]] = field(default_factory=dict)
+    started: str = ""
+    source: Any = field(default=None, repr=False)
+    """The DataFrame or rows read, when no file was: results keep their own values and dtypes."""
+
+
+def mapping_of(mapping: Mapping | dict | str | os.PathLike | None, maps: Iterable[str] = (),
+               map_values: Iterable[str] = ()) -> Mapping:
+    """A `Mapping` from what a caller gives: one already made, a dict shaped like a mapping file, or
+    the path of a TOML or YAML mapping file; `--map`-style and `--map-value`-style strings on top."""
+    from onboard import mapping as mappings
+
+    if isinstance(mapping, mappings.Mapping):
+        base = mapping
+    elif isinstance(mapping, dict):
+        base = mappings.Mapping.of(mapping, "mapping")
+    else:
+        base = mappings.load(mapping)
+    extra = mappings.load(None, maps, map_values)
+    return base.merged(extra)
+
+
+def read(source: Any, *, mapping: Mapping | dict | str | os.PathLike | None = None, sheet: str | None = None,
+         where: Iterable[str] = (), strict_meter_ids: bool = False, name: str | None = None,
+         columns_read: Callable[[Sheet], None] | None = None) -> Intake:
+    """Read, check and plan a sheet. `columns_read` is called once the columns are known, before they
+    are checked (the command line prints them there)."""
+    from onboard import plan as planning
+    from onboard import records, report
+    from onboard import sheet as sheets
+
+    started = now()
+    with bulk():
+        words = mapping_of(mapping)
+        found = sheets.read(source, sheet, words, name)
+        if columns_read is not None:
+            columns_read(found)
+        sheets.check_columns(found)
+        conditions = [records.Condition.parse(text) for text in where]
+        used: set[tuple[str, str]] = set()
+        checked = records.check(found, strict_meter_ids, words, conditions, used)
+        hidden = sum(1 for c in checked if c.hidden)
+        unrecognised: dict[str, Counter] = {}
+        for c in checked:
+            for field_name, text in c.unknown:
+                unrecognised.setdefault(field_name, Counter())[text] += 1
+        plan = planning.build(checked)
+        del checked
+    intake = Intake(found, plan, started=started, source=None if isinstance(source, (str, os.PathLike)) else source,
+                    unrecognised={k: dict(v.most_common()) for k, v in unrecognised.items()})
+    _notice(intake, words, used, hidden, bool(conditions), unrecognised, report.CHECKS)
+    return intake
+
+
+def _notice(intake: Intake, words: Mapping, used: set, hidden: int, chosen: bool,
+            unrecognised: dict[str, Counter], checks: dict[str, str]) -> None:
+    from onboard import records
+    from onboard.mapping import normalise
+
+    notices, counts, plan = intake.notices, intake.counts, intake.plan
+    headers = {normalise(c.header) for c in intake.sheet.columns}
+    for given in words.columns:
+        if normalise(given) not in headers:
+            notices.append(f"the mapping names column {given!r}, which the sheet does not have")
+    for name, word in records.unused_values(words, used):
+        notices.append(f"the mapping's {name} value {word!r} appears in no row")
+    if hidden:
+        counts["hidden rows"] = hidden
+        notices.append(f"{rows(hidden)} {'is' if hidden == 1 else 'are'} hidden in the workbook (filtered out or "
+                       "hidden by hand); they are read like the others: choose rows with --where \"Column=value\""
+                       if not chosen else
+                       f"{rows(hidden)} {'is' if hidden == 1 else 'are'} hidden in the workbook; --where chooses "
+                       "which rows are read")
+    for name, found in unrecognised.items():
+        listed = ", ".join(f"{word!r} ({rows(n)})" for word, n in found.most_common(8))
+        more = f" and {len(found) - 8} more" if len(found) > 8 else ""
+        word = found.most_common(1)[0][0]
+        notices.append(f"{name} values not recognised: {listed}{more}; map them to the API's values with "
+                       f'--map-value "{name}:{word}=VALUE" or a [values.{name}] table in a --mapping file')
+    for name, n in sorted(plan.counts.items()):
+        if n:
+            notices.append(f"{rows(n)} flagged: {checks.get(name, name)} (see each row's error or warnings)")
+    gs1 = sum(1 for r in plan.rows if any("GS1 check digit" in w.message for w in r.warnings))
+    if gs1:
+        counts["rows with a meter point id failing the GS1 check digit"] = gs1
+        notices.append(f"{rows(gs1)} {'has' if gs1 == 1 else 'have'} a meter point id failing the GS1 check "
+                       "digit: sent as they are (--strict-meter-ids refuses them)")
+
+
+# results
+
+
+@dataclass
+class Result:
+    """What a `validate` or `run` concluded, row by row, and in all.
+
+    `results` and `errors` are pandas DataFrames (one row per input row, in order; only the rows to
+    fix); `summary` is the dict the summary JSON holds; `ok` is what exit code 0 means: every row
+    registered (or valid), none to fix, none left unsent."""
+
+    intake: Intake = field(repr=False)
+    rows: list[RowResult] = field(repr=False)
+    summary: dict[str, Any]
+    outputs: Outputs | None = None
+    """Where the outputs were written, when they were."""
+    errors_written: bool = False
+    stopped: OnboardError | None = None
+    """Why a run stopped before its end (the API stopped answering, Ctrl-C); what is done is kept."""
+    folded: Any = None
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{n} {status}" for status, n in self.summary["status"].items())
+        return f"<onboard.Result {self.summary['rows']} rows: {counts}{'' if self.ok else ' (not ok)'}>"
+
+    @property
+    def ok(self) -> bool:
+        return self.stopped is None and not any(r.to_fix or r.status == "not sent" for r in self.rows)
+
+    @property
+    def results(self) -> pandas.DataFrame:
+        return _frame(self.intake, self.rows, lambda r: True)
+
+    @property
+    def errors(self) -> pandas.DataFrame:
+        return _frame(self.intake, self.rows, lambda r: r.to_fix)
+
+    def write(self, out_dir: str | os.PathLike, stem: str | None = None,
+              format: Literal["xlsx", "csv"] | None = None) -> Outputs:
+        """Write the usual outputs (results, errors when some row is to fix, summary) into `out_dir`,
+        as `<stem>.results.<format>`, and return where they went."""
+        from onboard import report
+
+        sheet = self.intake.sheet
+        chosen = format or ("csv" if sheet.format == "csv" else "xlsx")
+        stem = stem or sheet.path.stem
+        kind = "run" if "requests" in self.summary or self.stopped else "validation"
+        outputs = report.Outputs.at(Path(out_dir), stem, chosen, kind)
+        self.errors_written = write_outputs(outputs, self.intake, self.rows, self.summary, chosen)
+        self.outputs = outputs
+        return outputs
+
+
+def _frame(intake: Intake, results: list[RowResult], keep: Callable[[RowResult], bool]) -> pandas.DataFrame:
+    """The input's columns (a DataFrame's own, with their dtypes; a file's cells as read), then the
+    tool's columns, for the rows `keep` keeps."""
+    import pandas
+
+    from onboard.report import own_values
+
+    chosen = [i for i, result in enumerate(results) if keep(result)]
+    if isinstance(intake.source, pandas.DataFrame):
+        frame = intake.source.iloc[chosen].reset_index(drop=True)
+    elif intake.source is not None:
+        frame = pandas.DataFrame(list(intake.source)).iloc[chosen].reset_index(drop=True)
+    else:
+        sheet = intake.sheet
+        headers = [c.header or f"column {c.index + 1}" for c in sheet.columns]
+        kept = set(chosen)
+        lines = [[None if v == "" else v for v in row.values] + [None] * (len(headers) - len(row.values))
+                 for position, row in enumerate(sheet.rows) if position in kept]
+        frame = pandas.DataFrame(lines, columns=headers)
+    mine = pandas.DataFrame([own_values(results[i]) for i in chosen], columns=list(OUTPUT_COLUMNS))
+    frame = frame.drop(columns=[c for c in OUTPUT_COLUMNS if c in frame.columns])
+    return pandas.concat([frame, mine], axis=1)
+
+
+def write_outputs(outputs: Outputs, intake: Intake, results: list[RowResult], summary: dict,
+                  format: str | None = None) -> bool:
+    from onboard import report
+
+    with bulk():
+        return report.write(outputs, intake.sheet, results, summary, format)
+
+
+def summarise(intake: Intake, results: list[RowResult], ledger: Any, **extra: Any) -> dict[str, Any]:
+    from onboard import report
+
+    return report.summarise(intake.sheet, intake.plan, results, ledger, tool=f"onboard {__version__}",
+                            input_sha256=fingerprint(intake.sheet), **extra, notices=intake.counts,
+                            unrecognised_values=intake.unrecognised)
+
+
+def fingerprint(sheet: Sheet) -> str:
+    from onboard.journal import fingerprint as file_fingerprint
+
+    return sheet.sha256 or file_fingerprint(sheet.path)
+
+
+def validated(intake: Intake, out: str | os.PathLike | None = None) -> Result:
+    """Every row `valid` or `invalid`: nothing is sent. With `out`, the validation outputs are
+    written there (`<stem>.validation.<ext>` and `<stem>.validation.json`)."""
+    from onboard import report
+
+    results = report.row_results(intake.sheet, intake.plan, None)
+    result = Result(intake, results, summarise(intake, results, None, started=intake.started, finished=now()))
+    if out is not None:
+        outputs = report.Outputs.beside(intake.sheet.path, Path(out), "validation")
+        result.errors_written = write_outputs(outputs, intake, results, result.summary)
+        result.outputs = outputs
+    return result
+
+
+# sending
+
+
+def target(env: str = "sandbox", base_url: str | None = None, token_url: str | None = None,
+           client_id: str | None = None, client_secret: str | None = None) -> Target:
+    """Where a run goes and with which credentials: the arguments, else the environment and `.env`."""
+    from onboard.settings import target as resolve
+
+    return resolve(env, base_url, token_url, client_id, client_secret)
+
+
+async def send(intake: Intake, where: Target, *, out: str | os.PathLike | None = None, batch_size: int = 100,
+               concurrency: int = 16, progress: bool | None = None, state: str | os.PathLike | None = None,
+               custom_url: bool = False, say: Callable[[str], None] = lambda text: None) -> Result:
+    """Register the intake's plan at `where` and describe what happened. With `out`, the outputs and
+    the journal are written there, and an interrupted run of the same sheet resumes; without it the
+    run keeps its progress in memory. Refused credentials raise before anything is sent; the API
+    stopping part-way (or a cancellation) ends the run with `Result.stopped` set."""
+    from onboard import api, report
+    from onboard.pipeline import BatchSize, Ledger, Run, stop_everything
+    from onboard.settings import Tuning, load
+
+    clock = time.monotonic()
+    sheet, plan = intake.sheet, intake.plan
+    outputs = report.Outputs.beside(sheet.path, Path(out)) if out is not None else None
+    tuning, stats, batch, knobs = load(Tuning, "ONBOARD_* settings"), api.Stats(), BatchSize(batch_size), None
+    if where.local:
+        from onboard.emulator.faults import EmulatorSettings
+
+        knobs = load(EmulatorSettings, "ONBOARD_EMULATOR_* settings", **({"state": Path(state)} if state else {}))
+        say(f"--env local: the emulator runs in-process, state in {knobs.state}")
+    journal = _journal(intake, where, knobs, outputs)
+    try:
+        ledger = Ledger(journal, journal.outcomes() if journal is not None and journal.resumed else ())
+        if journal is not None and journal.resumed:
+            say(f"resuming the unfinished run of {sheet.path.name} ({len(ledger.outcomes)} entities already "
+                f"settled; journal {journal.path})")
+        stopped: OnboardError | None = None
+        try:
+            async with api.connect(where, concurrency, tuning, emulator_knobs=knobs, stats=stats) as client:
+                await client.sign_in()
+                await Run(client, plan, ledger, batch, concurrency, show_progress=progress)()
+        except OnboardError as exc:
+            if not stats.token_fetches:
+                if journal is not None:
+                    journal.discard()
+                raise
+            stopped = exc
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            stopped = Interrupted("interrupted: what is done is kept; run the same command again to resume")
+        if stopped is not None:
+            stop_everything(plan, ledger, f"not sent: {stopped}")
+        results = report.row_results(sheet, plan, ledger)
+        summary = summarise(
+            intake, results, ledger, started=intake.started, finished=now(),
+            environment="custom" if custom_url and not where.local else where.env,
+            base_url=where.shown_base_url, resumed=bool(journal and journal.resumed), **stats.as_dict(),
+            batch_size=batch.value, seconds=round(time.monotonic() - clock, 2),
+            journal="closed" if stopped is None or journal is None else str(journal.path),
+        )
+        result = Result(intake, results, summary, stopped=stopped)
+        if outputs is not None:
+            result.errors_written = write_outputs(outputs, intake, results, summary)
+            result.outputs = outputs
+            folded_into = report.original_results(sheet.path, outputs)
+            if folded_into is not None:
+                from onboard import sheet as sheets
+
+                result.folded = (folded_into, report.fold_back(folded_into, sheet, results, sheets.read))
+        if stopped is None and journal is not None:
+            journal.finish()
+    finally:
+        if journal is not None:
+            journal.release()
+    return result
+
+
+def _journal(intake: Intake, where: Target, knobs: Any, outputs: Outputs | None):
+    if outputs is None:
+        return None
+    from onboard.journal import Journal, journal_path
+
+    plan, sheet = intake.plan, intake.sheet
+    planned = {"users": len(plan.users), "locations": len(plan.locations), "resources": len(plan.resources)}
+    key = where.shown_base_url + (f" (state {knobs.state.resolve()})" if where.local else "")
+    return Journal.open(journal_path(outputs.results.parent, sheet.path), sheet.path, key, planned,
+                        sha256=sheet.sha256)
+
+
+# the public face
+
+
+def validate(source: Any, mapping: Mapping | dict | str | os.PathLike | None = None,
+             strict_meter_ids: bool = False, *, sheet: str | None = None, where: Iterable[str] = (),
+             out: str | os.PathLike | None = None, name: str | None = None) -> Result:
+    """Check every row of a sheet without calling the API.
+
+    `source` is a path (.xlsx, .xls, .ods, .csv), a pandas DataFrame or an iterable of dicts, read
+    with the same header names and aliases as a file, and `mapping` (a dict shaped like a mapping
+    file, e.g. `{"columns": {"Kundenr": "customer_id"}}`, or a mapping file's path). Rows are
+    `valid` or `invalid`; with `out`, the validation outputs are written there."""
+    return validated(read(source, mapping=mapping, sheet=sheet, where=where, strict_meter_ids=strict_meter_ids,
+                          name=name), out)
+
+
+def run(source: Any, env: str = "sandbox", base_url: str | None = None, token_url: str | None = None,
+        client_id: str | None = None, client_secret: str | None = None, out: str | os.PathLike | None = None,
+        batch_size: int = 100, concurrency: int = 16, progress: bool | None = None, *,
+        mapping: Mapping | dict | str | os.PathLike | None = None, sheet: str | None = None,
+        where: Iterable[str] = (), strict_meter_ids: bool = False, state: str | os.PathLike | None = None,
+        name: str | None = None) -> Result:
+    """Register a sheet's customers, sites and devices in the Energy Coordination API.
+
+    `env` is "sandbox", "production" or "local" (the emulator, in-process; `state` is its SQLite
+    file). Credentials come from the arguments, else SPARK_CLIENT_ID / SPARK_CLIENT_SECRET in the
+    environment or a `.env` file. With `out`, the outputs and the journal are written there and an
+    interrupted run resumes, as on the command line.
+
+    Inside a running event loop (a Jupyter cell), the run goes on in a worker thread with a loop of
+    its own, and this call waits for it; `await onboard.run_async(...)` runs in the caller's loop."""
+    coroutine = run_async(source, env, base_url, token_url, client_id, client_secret, out, batch_size, concurrency,
+                          progress, mapping=mapping, sheet=sheet, where=where, strict_meter_ids=strict_meter_ids,
+                          state=state, name=name)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="onboard") as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+async def run_async(source: Any, env: str = "sandbox", base_url: str | None = None, token_url: str | None = None,
+                    client_id: str | None = None, client_secret: str | None = None,
+                    out: str | os.PathLike | None = None, batch_size: int = 100, concurrency: int = 16,
+                    progress: bool | None = None, *, mapping: Mapping | dict | str | os.PathLike | None = None,
+                    sheet: str | None = None, where: Iterable[str] = (), strict_meter_ids: bool = False,
+                    state: str | os.PathLike | None = None, name: str | None = None) -> Result:
+    """`run`, in the caller's event loop."""
+    where_to = target(env, base_url, token_url, client_id, client_secret)
+    intake = read(source, mapping=mapping, sheet=sheet, where=where, strict_meter_ids=strict_meter_ids, name=name)
+    return await send(intake, where_to, out=out, batch_size=batch_size, concurrency=concurrency, progress=progress,
+                      state=state, custom_url=base_url is not None)
+
+
+# words
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds")
+
+
+def rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
