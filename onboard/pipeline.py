@@ -161,44 +161,70 @@ def _claimed(location: Location, clashes: list[tuple[str, str, str]]) -> str:
 
 Job = Callable[[], Awaitable[None]]
 
-POLL_SECONDS = 0.05
-"""How often the dispatcher looks at the throttle while no job ends: a request that waits out a
-Retry-After gives its slot back without ending its job."""
 
-
-async def dispatch(throttle: Throttle, pick: Callable[[], Job | None], changed: asyncio.Event, width: int) -> None:
-    """Start the job `pick` chooses whenever the throttle has a free slot, until no job runs and
+class Dispatcher:
+    """Starts the job `pick` chooses whenever the throttle has a free slot, until no job runs and
     none is ready; the first user-facing error stops them all.
 
     Jobs are chosen as slots free, never queued at the throttle, so requests leave in the order
     `pick` prefers, and after a 429 (the throttle allowing fewer) fewer start. At most `width` jobs
     are under way: while one waits out a Retry-After the others go on, but no more start, since
     more work sent to an API that throttles only meets more 429s."""
-    running: set[asyncio.Task] = set()
 
-    def ended(task: asyncio.Task) -> None:
-        running.discard(task)
-        changed.set()
+    POLL_SECONDS = 0.05
+    """How often to look at the throttle when it alone holds work back: a request that waits out a
+    Retry-After gives its slot back without ending its job."""
 
-    try:
-        async with asyncio.TaskGroup() as group:
-            while True:
-                changed.clear()
-                while len(running) < width and throttle.inflight < max(1, int(throttle.limit)):
-                    job = pick()
-                    if job is None:
-                        break
-                    task = group.create_task(job())
-                    running.add(task)
-                    task.add_done_callback(ended)
-                    await asyncio.sleep(0)  # it takes its slot before the next free one is counted
-                if not running:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(POLL_SECONDS):
-                        await changed.wait()
-    except BaseExceptionGroup as grouped:
-        raise _first(grouped) from None
+    def __init__(self, throttle: Throttle, width: int) -> None:
+        self.throttle = throttle
+        self.width = width
+        self.running = 0
+        self.starting = 0
+        """Jobs started that have not run yet: each takes a slot as it first runs."""
+        self.starved = False
+        self._wake = asyncio.Event()
+
+    def ready(self) -> None:
+        """New work is ready: worth a look only when the last look found none."""
+        if self.starved:
+            self._wake.set()
+
+    def _room(self) -> bool:
+        return (self.running < self.width
+                and self.throttle.inflight + self.starting < max(1, int(self.throttle.limit)))
+
+    async def run(self, pick: Callable[[], Job | None]) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                while True:
+                    self._wake.clear()
+                    self.starved = False
+                    while self._room():
+                        job = pick()
+                        if job is None:
+                            self.starved = True
+                            break
+                        self.running += 1
+                        self.starting += 1
+                        group.create_task(self._job(job))
+                    if not self.running:
+                        return
+                    if self.starved or self.running >= self.width:
+                        await self._wake.wait()
+                        continue
+                    with contextlib.suppress(TimeoutError):  # the throttle holds work back
+                        async with asyncio.timeout(self.POLL_SECONDS):
+                            await self._wake.wait()
+        except BaseExceptionGroup as grouped:
+            raise _first(grouped) from None
+
+    async def _job(self, job: Job) -> None:
+        self.starting -= 1
+        try:
+            await job()
+        finally:
+            self.running -= 1
+            self._wake.set()
 
 
 async def together(*awaitables: Awaitable) -> list:
@@ -247,21 +273,21 @@ class Overlap:
         self.scope = scope
         self.stages = {stage.kind: stage for stage in run.stages() if stage.kind in scope}
         self.uncertain = set(uncertain)
-        self.changed = asyncio.Event()
+        self.dispatcher = Dispatcher(run.api.throttle, run.concurrency)
         self.reads: tuple[deque[Job], ...] = (deque(), deque(), deque())
         """Finding users first, then users' sites, then their devices."""
         self.ready: dict[str, dict[str, Any]] = {kind: {} for kind in scope}
         self.unsure: dict[str, dict[str, Any]] = {kind: {} for kind in scope}
         """Ready, but sent by an interrupted run without an answer kept: looked up first."""
+        settled = self.ledger.outcomes
         self.waiting: dict[str, set[str]] = {
-            kind: {i for i in items if self.ledger.get(kind, i) is None} for kind, items in scope.items()}
+            kind: {i for i in items if (kind, i) not in settled} for kind, items in scope.items()}
         self.children: dict[tuple[str, str], list[tuple[str, Any]]] = defaultdict(list)
         self.of_user: dict[str, dict[str, list]] = defaultdict(lambda: {"location": [], "resource": []})
         for kind, items in scope.items():
-            for item in items.values():
-                parent = run._parent(kind, item)
-                if parent is not None:
-                    self.children[parent].append((kind, item))
+            if kind != "user":
+                for item in items.values():
+                    self.children[run._parent(kind, item)].append((kind, item))
                     self.of_user[item.user_id][kind].append(item)
         self.unknown: set[str] = set()
         """Users whether the API holds is not known yet."""
@@ -296,8 +322,18 @@ class Overlap:
             for user_id in plan.users:
                 if self.ledger.registered("user", user_id):
                     self._read_locations(user_id, claims=True)
-        self._consider_all()
+        self._consider_first()
         self._progress()
+
+    def _consider_first(self) -> None:
+        """What may be ready from the start: users, and the children of what is settled already
+        (by a run this one resumes) or not this run's to send."""
+        for user_id in list(self.waiting.get("user", ())):
+            self.consider("user", self.scope["user"][user_id])
+        for (kind, parent_id), children in list(self.children.items()):
+            if kind not in self.scope or self.ledger.get(kind, parent_id) is not None:
+                for child_kind, child in children:
+                    self.consider(child_kind, child)
 
     def _bound_by_claims(self) -> set[tuple[str, str]]:
         """Users and devices that only rows with a site still to be checked ask for: the meter point
@@ -332,7 +368,7 @@ class Overlap:
         waiting.discard(item.id)
         pool = self.unsure if (kind, item.id) in self.uncertain else self.ready
         pool[kind][item.id] = item
-        self.changed.set()
+        self.dispatcher.ready()
 
     def _held_back(self, kind: str, item: Any) -> bool:
         if kind == "user":
@@ -362,7 +398,6 @@ class Overlap:
                 self.unsure[kind].pop(entity_id, None)
             for child_kind, child in self.children.get((kind, entity_id), ()):
                 self.consider(child_kind, child)
-        self.changed.set()
 
     # what goes next
 
@@ -394,7 +429,7 @@ class Overlap:
         self.reads[order].append(job)
         if order:
             self.run._open_bar("reading", "reading their sites and devices", 0, "request").total += 1
-        self.changed.set()
+        self.dispatcher.ready()
 
     async def _first_page(self) -> None:
         """Listing every user costs a page per thousand; asking for each costs one per user: take
@@ -586,7 +621,7 @@ class Run:
         self.overlap = Overlap(self, scope, uncertain, claims)
         try:
             self.overlap.start(discovering)
-            await dispatch(self.api.throttle, self.overlap.pick, self.overlap.changed, self.concurrency)
+            await self.overlap.dispatcher.run(self.overlap.pick)
         finally:
             self.overlap = None
 
