@@ -281,20 +281,25 @@ class Overlap:
         """Ready, but sent by an interrupted run without an answer kept: looked up first."""
         settled = self.ledger.outcomes
         self.waiting: dict[str, set[str]] = {
-            kind: {i for i in items if (kind, i) not in settled} for kind, items in scope.items()}
-        self.children: dict[tuple[str, str], list[tuple[str, Any]]] = defaultdict(list)
-        self.of_user: dict[str, dict[str, list]] = defaultdict(lambda: {"location": [], "resource": []})
-        for kind, items in scope.items():
-            if kind != "user":
-                for item in items.values():
-                    self.children[run._parent(kind, item)].append((kind, item))
-                    self.of_user[item.user_id][kind].append(item)
+            kind: {i for i in items if (kind, i) not in settled} if settled else set(items)
+            for kind, items in scope.items()}
+        self.sites: dict[str, list[Location]] = defaultdict(list)
+        """Planned locations by user; devices by user, by location, and cars by user."""
+        self.devices: dict[str, list[Resource]] = defaultdict(list)
+        self.devices_at: dict[str, list[Resource]] = defaultdict(list)
+        self.cars: dict[str, list[Resource]] = defaultdict(list)
+        for location in scope.get("location", {}).values():
+            self.sites[location.user_id].append(location)
+        for resource in scope.get("resource", {}).values():
+            self.devices[resource.user_id].append(resource)
+            (self.cars[resource.user_id] if resource.is_vehicle else self.devices_at[resource.location_id]
+             ).append(resource)
         self.unknown: set[str] = set()
         """Users whether the API holds is not known yet."""
         self.reading: dict[str, set[str]] = {"location": set(), "resource": set()}
         """Users that existed, whose sites (devices) are still to be read before theirs go."""
         self.asked: set[str] = set()
-        self.devices: dict[str, list[dict[str, Any]]] = {}
+        self.held_devices: dict[str, list[dict[str, Any]]] = {}
         self.listed: set[str] = set()
         self.pages_left = 0
         self.discovering = False
@@ -302,7 +307,7 @@ class Overlap:
             loc.meter_point_ids and self.ledger.get("location", loc.id) is None
             for loc in run.plan.locations.values())
         self.claim_reads: set[str] = set()
-        self.bound: set[tuple[str, str]] = set()
+        self._bound: set[tuple[str, str]] | None = None
 
     # starting
 
@@ -318,26 +323,33 @@ class Overlap:
                 if (outcome := self.ledger.get("user", user_id)) is not None and outcome.state == "exists":
                     self._discover_children(user_id)
         if self.claims_open:
-            self.bound = self._bound_by_claims()
             for user_id in plan.users:
                 if self.ledger.registered("user", user_id):
                     self._read_locations(user_id, claims=True)
-        self._consider_first()
+        self._consider_known()
         self._progress()
 
-    def _consider_first(self) -> None:
-        """What may be ready from the start: users, and the children of what is settled already
-        (by a run this one resumes) or not this run's to send."""
-        for user_id in list(self.waiting.get("user", ())):
-            self.consider("user", self.scope["user"][user_id])
-        for (kind, parent_id), children in list(self.children.items()):
-            if kind not in self.scope or self.ledger.get(kind, parent_id) is not None:
-                for child_kind, child in children:
-                    self.consider(child_kind, child)
+    def _consider_known(self) -> None:
+        """What may be ready once something was holding everything back: users known, and the
+        children of what is settled (by a run this one resumes) or not this run's to send."""
+        if "user" in self.scope and not self.unknown:
+            for user_id in list(self.waiting["user"]):
+                self.consider("user", self.scope["user"][user_id])
+        for parent_kind, by_parent, kind in (("user", self.sites, "location"), ("user", self.cars, "resource"),
+                                             ("location", self.devices_at, "resource")):
+            if parent_kind in self.scope and not self.ledger.outcomes:
+                continue  # nothing settled: every parent is still to come
+            for parent_id, children in list(by_parent.items()):
+                if parent_kind not in self.scope or self.ledger.get(parent_kind, parent_id) is not None:
+                    for child in children:
+                        self.consider(kind, child)
 
     def _bound_by_claims(self) -> set[tuple[str, str]]:
         """Users and devices that only rows with a site still to be checked ask for: the meter point
-        check may refuse all of those rows, and then these are not sent either."""
+        check may refuse all of those rows, and then these are not sent either. Found when first
+        asked: a run that finds no user registered passes the check before it needs this."""
+        if self._bound is not None:
+            return self._bound
         checked = {loc.id for loc in self.run.plan.locations.values()
                    if loc.meter_point_ids and self.ledger.get("location", loc.id) is None}
         wanted: dict[tuple[str, str], bool] = {}
@@ -346,7 +358,8 @@ class Overlap:
                 sure = row.location_id not in checked
                 for entity in row.entities():
                     wanted[entity] = wanted.get(entity, False) or sure
-        return {entity for entity, sure in wanted.items() if not sure and entity[0] != "location"}
+        self._bound = {entity for entity, sure in wanted.items() if not sure and entity[0] != "location"}
+        return self._bound
 
     # what is ready
 
@@ -381,13 +394,8 @@ class Overlap:
         return item.user_id in self.reading[kind] or self._awaits_claims(kind, item)
 
     def _awaits_claims(self, kind: str, item: Any) -> bool:
-        return self.claims_open and ((kind, item.id) in self.bound
-                                     or (kind == "location" and bool(item.meter_point_ids)))
-
-    def _consider_all(self) -> None:
-        for kind, items in self.scope.items():
-            for entity_id in list(self.waiting[kind]):
-                self.consider(kind, items[entity_id])
+        return self.claims_open and ((kind == "location" and bool(item.meter_point_ids))
+                                     or (kind, item.id) in self._bound_by_claims())
 
     def settled(self, kind: str, ids: Sequence[str]) -> None:
         """Entities got their outcomes: they are no longer waiting, and their children may go."""
@@ -396,8 +404,14 @@ class Overlap:
                 self.waiting[kind].discard(entity_id)
                 self.ready[kind].pop(entity_id, None)
                 self.unsure[kind].pop(entity_id, None)
-            for child_kind, child in self.children.get((kind, entity_id), ()):
-                self.consider(child_kind, child)
+            if kind == "user":
+                for location in self.sites.get(entity_id, ()):
+                    self.consider("location", location)
+                for car in self.cars.get(entity_id, ()):
+                    self.consider("resource", car)
+            elif kind == "location":
+                for resource in self.devices_at.get(entity_id, ()):
+                    self.consider("resource", resource)
 
     # what goes next
 
@@ -406,8 +420,8 @@ class Overlap:
             if reads:
                 return reads.popleft()
         for partial in (False, True):
-            for kind in KINDS:
-                if kind in self.stages and (job := self._take(kind, partial)) is not None:
+            for kind in self.stages:  # parents first
+                if (self.ready[kind] or self.unsure[kind]) and (job := self._take(kind, partial)) is not None:
                     return job
         return None
 
@@ -463,24 +477,27 @@ class Overlap:
             self._listed_all()
 
     def _listed_all(self) -> None:
-        for user_id in [u for u in self.run.plan.users if u in self.unknown]:
+        users = [u for u in self.run.plan.users if u in self.unknown]
+        for user_id in users:
             self._known(user_id, user_id in self.listed)
         self._progress()
+        for user_id in users:
+            self.consider("user", self.run.plan.users[user_id])
 
     async def _ask(self, user_id: str) -> None:
         found = (await self.run.api.user(user_id)).ok
         self.run.bars["finding"].update(1)
         self._known(user_id, found)
         self._progress()
+        self.consider("user", self.run.plan.users[user_id])
 
     def _known(self, user_id: str, found: bool) -> None:
         """Whether the API holds a user is known. Found, it `exists`, unless an interrupted run
-        sent it: then this run's (resumed) work created it."""
+        sent it: then this run's (resumed) work created it. Missing, it is considered next."""
         self.unknown.discard(user_id)
         key = ("user", user_id)
         if not found:
             self.uncertain.discard(key)
-            self.consider("user", self.run.plan.users[user_id])
             return
         if key in self.uncertain:
             self.run._settle("user", [user_id], Outcome("created"))
@@ -494,7 +511,7 @@ class Overlap:
         """A user that existed may hold the sheet's sites and devices already: they wait for the reads."""
         self.reading["location"].add(user_id)
         self._read_locations(user_id)
-        if any(self.ledger.get("resource", r.id) is None for r in self.of_user[user_id]["resource"]):
+        if any(self.ledger.get("resource", r.id) is None for r in self.devices.get(user_id, ())):
             self.reading["resource"].add(user_id)
             self._queue_read(2, functools.partial(self._resources_of, user_id))
 
@@ -508,10 +525,10 @@ class Overlap:
     async def _locations_of(self, user_id: str) -> None:
         held = await self.run._held_locations(user_id)
         if user_id in self.reading["location"]:
-            self._settle_found("location", self.of_user[user_id]["location"], held, compare_location)
+            self._settle_found("location", self.sites.get(user_id, ()), held, compare_location)
             self.reading["location"].discard(user_id)
             self._warn_unnamed(user_id)
-            for location in self.of_user[user_id]["location"]:
+            for location in self.sites.get(user_id, ()):
                 self.consider("location", location)
         self.claim_reads.discard(user_id)
         self.run.bars["reading"].update(1)
@@ -520,16 +537,16 @@ class Overlap:
     async def _resources_of(self, user_id: str) -> None:
         answer = await self.run.api.resources_of(user_id)
         held = {h["resourceId"]: h for h in (answer.body or {}).get("resources", [])} if answer.ok else {}
-        self.devices[user_id] = list(held.values())
-        self._settle_found("resource", self.of_user[user_id]["resource"], held, compare_resource)
+        self.held_devices[user_id] = list(held.values())
+        self._settle_found("resource", self.devices.get(user_id, ()), held, compare_resource)
         self.reading["resource"].discard(user_id)
         self._warn_unnamed(user_id)
-        for resource in self.of_user[user_id]["resource"]:
+        for resource in self.devices.get(user_id, ()):
             self.consider("resource", resource)
         self.run.bars["reading"].update(1)
         self._progress()
 
-    def _settle_found(self, kind: str, planned: list, held: dict[str, dict[str, Any]],
+    def _settle_found(self, kind: str, planned: Iterable, held: dict[str, dict[str, Any]],
                       compare: Callable[[Any, dict[str, Any]], Match]) -> None:
         for item in planned:
             key = (kind, item.id)
@@ -542,8 +559,8 @@ class Overlap:
                 self.uncertain.discard(key)
 
     def _warn_unnamed(self, user_id: str) -> None:
-        if user_id in self.devices and user_id not in self.reading["location"] | self.reading["resource"]:
-            self.run._warn_unnamed_devices(self.of_user[user_id]["resource"], self.devices.pop(user_id))
+        if user_id in self.held_devices and user_id not in self.reading["location"] | self.reading["resource"]:
+            self.run._warn_unnamed_devices(self.devices.get(user_id, ()), self.held_devices.pop(user_id))
 
     def _progress(self) -> None:
         """Discovery done: the journal says so. Every registered user's sites read: the meter
@@ -555,7 +572,7 @@ class Overlap:
         if self.claims_open and not (self.unknown or self.claim_reads):
             self.claims_open = False
             self.run.refuse_claimed_meter_points()
-            self._consider_all()
+            self._consider_known()
 
 
 # the stages
