@@ -82,6 +82,12 @@ class Target:
         return self.env == "local"
 
     @property
+    def production(self) -> bool:
+        """The production tenant, named by `--env production` or by its URL."""
+        host = urlsplit(self.base_url).hostname
+        return self.env == "production" or host == urlsplit(PRODUCTION_URL).hostname
+
+    @property
     def shown_base_url(self) -> str:
         """The base URL as it may be shown and stored (summary, journal): its password masked."""
         return masked(self.base_url)
