@@ -11,13 +11,15 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from helpers import MPIDS
+from helpers import MPIDS, meter_point_id, write_csv
+from onboard.sheet import CsvReader, Limits
+from onboard.sheet._limits import EXCEL_CELL_CHARACTERS
 
 MAX_RSS_MB = 400
 TIMEOUT = 120
@@ -173,12 +175,27 @@ def symlink(path: Path, target: str) -> Path:
     return path
 
 
+def one_line(start: str, repeat: str, times: int) -> Callable[[Path], Path]:
+    """`start`, then `repeat` `times` times, written in pieces (a 300 MB line is never in memory)."""
+    def make(path: Path) -> Path:
+        piece = repeat * 1_000_000
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            handle.write(start)
+            for _ in range(times // 1_000_000):
+                handle.write(piece)
+            handle.write(repeat * (times % 1_000_000) + "\n")
+        return path
+    return make
+
+
 @dataclass(frozen=True)
 class Hostile:
     name: str
     make: Callable[[Path], Path]
     words: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
+    slow: bool = False
+    """Hundreds of MB to write: run by `make test-slow` only."""
 
 
 GIB = 2**30
@@ -215,6 +232,27 @@ HOSTILE = [
             ("more than 10 lines", "ONBOARD_MAX_ROWS"), (("ONBOARD_MAX_ROWS", "10"),)),
     Hostile("wide.csv", lines("customer_id,meter_point_ids\n", f"1,{MPIDS[0]}" + "," * 3000 + "x\n"),
             ("line 2: field 3,002 holds something, beyond the 1,000 columns", "ONBOARD_MAX_COLUMNS")),
+    Hostile("empty-header-fields.csv", one_line("customer_id", ",", 1_000_000),
+            ("line 1 has 1,000,001 fields, more than the 1,000 columns", "empty ones included",
+             "delete the commas after the last column", "ONBOARD_MAX_COLUMNS")),
+    Hostile("empty-fields-after-data.csv", lines("customer_id;meter_point_ids\n", f"1;{MPIDS[0]}" + ";" * 1500 + "\n"),
+            ("line 2 has 1,502 fields", "the 1,500 after field 2 are empty", "semicolons", "ONBOARD_MAX_COLUMNS")),
+    Hostile("header-of-commas-2mb.csv", one_line("customer_id", ",", 2_000_000),
+            ("line 1 is longer than 1,048,576 characters, and ends in at least 1,048,566 commas",
+             "empty columns", "ONBOARD_MAX_COLUMNS and ONBOARD_MAX_CSV_LINE")),
+    Hostile("header-of-commas-200mb.csv", one_line("customer_id", ",", 200_000_000),
+            ("line 1 is longer than 1,048,576 characters", "ONBOARD_MAX_COLUMNS and ONBOARD_MAX_CSV_LINE"),
+            slow=True),
+    Hostile("filled-fields-4mb.csv", one_line("customer_id,meter_point_ids\n", "x,", 2_000_000),
+            ("line 2 is longer than 1,048,576 characters, and holds at least 524,288 commas, a column each",
+             "ONBOARD_MAX_COLUMNS and ONBOARD_MAX_CSV_LINE")),
+    Hostile("filled-fields-300mb.csv", one_line("customer_id,meter_point_ids\n", "x,", 150_000_000),
+            ("line 2 is longer than 1,048,576 characters", "ONBOARD_MAX_CSV_LINE"), slow=True),
+    Hostile("long-line.csv", one_line(f"customer_id,meter_point_ids,notes\n1,{MPIDS[0]},", "x", 2_000_000),
+            ("line 2 is longer than 1,048,576 characters (32 cells as full as Excel lets a cell be)",
+             "ONBOARD_MAX_CSV_LINE")),
+    Hostile("fields-over-line-breaks.csv", one_line("customer_id,notes\n1,\"", '",\"\n', 400_000),
+            ("lines 2 to 262145: one record longer than 1,048,576 characters", "quote", "ONBOARD_MAX_CSV_LINE")),
     Hostile("bad-setting.csv", lines("customer_id\n", "1\n"), ("ONBOARD_MAX_* settings", "max_rows"),
             (("ONBOARD_MAX_ROWS", "lots"),)),
 ]
@@ -261,17 +299,29 @@ def onboard(folder: Path, *args: str, env: dict[str, str] | None = None) -> Outc
 
 
 @pytest.fixture(scope="module")
-def hostile_files(tmp_path_factory) -> dict[str, Path]:
+def hostile_file(tmp_path_factory) -> Iterator[Callable[[Hostile], Path]]:
+    """Each case's file, made when a test first needs it (so the fast suite never writes the slow
+    cases' hundreds of MB), and removed after the module."""
     folder = tmp_path_factory.mktemp("hostile")
-    return {case.name: case.make(folder / case.name) for case in HOSTILE}
+    made: dict[str, Path] = {}
+
+    def make(case: Hostile) -> Path:
+        if case.name not in made:
+            made[case.name] = case.make(folder / case.name)
+        return made[case.name]
+
+    yield make
+    for path in made.values():
+        path.unlink()
 
 
 @pytest.mark.parametrize("command", ["validate", pytest.param("run", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("case", HOSTILE, ids=[c.name for c in HOSTILE])
-def test_a_hostile_file_is_refused_with_a_message_in_bounded_memory(hostile_files, tmp_path, case, command):
-    args = ["validate", str(hostile_files[case.name]), "--out", str(tmp_path)]
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.slow else [])
+                                  for c in HOSTILE])
+def test_a_hostile_file_is_refused_with_a_message_in_bounded_memory(hostile_file, tmp_path, case, command):
+    args = ["validate", str(hostile_file(case)), "--out", str(tmp_path)]
     if command == "run":
-        args = ["run", str(hostile_files[case.name]), "--out", str(tmp_path), "--env", "local",
+        args = ["run", str(hostile_file(case)), "--out", str(tmp_path), "--env", "local",
                 "--state", str(tmp_path / "emulator.sqlite"), "--no-progress"]
     outcome = onboard(tmp_path, *args, env=dict(case.env))
     assert outcome.code == 2, (outcome.code, outcome.err[-2000:])
@@ -292,3 +342,16 @@ def test_a_stray_cell_within_the_limits_is_read_without_a_dense_grid(tmp_path):
     assert outcome.code == 1, outcome.err
     assert "row 200000 (invalid)" in outcome.err
     assert outcome.max_rss_mb < MAX_RSS_MB, f"peak RSS {outcome.max_rss_mb:.0f} MB"
+
+
+def test_a_csv_line_is_bounded_by_its_fields_not_by_its_delimiters(tmp_path):
+    """Commas inside a quoted cell are no columns: a cell listing 1,500 meter point ids, line breaks
+    and all, is read; and each record is held to ONBOARD_MAX_CSV_LINE on its own, so a file of many
+    long records is read whole."""
+    ids = ",\n".join(meter_point_id(n) for n in range(1_500))
+    notes = "n" * 30_000
+    path = write_csv(tmp_path / "quoted.csv", [["1", ids, notes], ["2", MPIDS[0], notes], ["3", MPIDS[1], notes]],
+                     headers=["customer_id", "meter_point_ids", "notes"])
+    reader = CsvReader(path, Limits(max_csv_line=EXCEL_CELL_CHARACTERS * 2))
+    assert [(number, len(record)) for number, record in reader.records()] == [(1, 3), (2, 3), (1502, 3), (1503, 3)]
+    assert next(record for number, record in reader.records() if number == 2)[1] == ids
