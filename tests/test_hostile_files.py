@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from helpers import MPIDS, meter_point_id, write_csv
-from onboard.sheet import CsvReader, Limits
+from onboard.sheet import CsvReader, Limits, XlsxReader
 from onboard.sheet._limits import EXCEL_CELL_CHARACTERS
 
 MAX_RSS_MB = 400
@@ -89,6 +89,29 @@ def stray_cell(ref: str) -> Callable[[Path], Path]:
     return lambda p: write_xlsx(p, sheet_with(customer_rows(), f'<row r="{row}">{text_cell(ref, "x")}</row>'))
 
 
+def repeated(piece: str, times: int) -> Iterable[bytes]:
+    block = piece.encode() * 100_000
+    for _ in range(times // 100_000):
+        yield block
+    yield piece.encode() * (times % 100_000)
+
+
+def cell_over_and_over(times: int) -> Callable[[Path], Path]:
+    """The cell A3 written `times` times: a tiny extent, and as many cells as calamine will list."""
+    return lambda p: write_xlsx(p, sheet_with(customer_rows(), '<row r="3">', repeated('<c r="A3"><v>1</v></c>', times),
+                                              "</row>"))
+
+
+def filled_columns(rows: int, columns: str) -> Callable[[Path], Path]:
+    """A header and `rows` rows with a number in each of `columns` (letters), nothing between them."""
+    def body() -> Iterable[bytes]:
+        yield (f'<row r="1">{text_cell("A1", "customer_id")}{text_cell("B1", "meter_point_ids")}</row>').encode()
+        for start in range(2, rows + 2, 10_000):
+            yield "".join(f'<row r="{r}">' + "".join(f'<c r="{c}{r}"><v>{r}</v></c>' for c in columns) + "</row>"
+                          for r in range(start, min(start + 10_000, rows + 2))).encode()
+    return lambda p: write_xlsx(p, sheet_with(body()))
+
+
 def blank_runs(total: int, run: int, zip64: bool = False) -> Callable[[Path], Path]:
     return lambda p: write_xlsx(p, sheet_with(customer_rows(), whitespace(total, run)), zip64=zip64)
 
@@ -137,9 +160,24 @@ def _find_all(data: bytearray, needle: bytes) -> Iterable[int]:
         at = data.find(needle, at + 1)
 
 
-def write_ods(path: Path, rows: int, columns: int) -> Path:
+MANIFEST = (
+    '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest '
+    'xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">'
+    '<manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
+    '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/></manifest:manifest>')
+
+
+def write_ods(path: Path, rows: int, columns: int, stray: tuple[int, int] | None = None) -> Path:
     """One header row, then `rows` rows of `columns` cells holding "x", written as repeats as
-    LibreOffice writes them."""
+    LibreOffice writes them; or, with `stray` (row, column), rows of empty cells down to one cell."""
+    body = (f'<table:table-row table:number-rows-repeated="{rows}">'
+            f'<table:table-cell table:number-columns-repeated="{columns}" office:value-type="string">'
+            '<text:p>x</text:p></table:table-cell></table:table-row>')
+    if stray:
+        body = (f'<table:table-row table:number-rows-repeated="{stray[0] - 2}"><table:table-cell '
+                f'table:number-columns-repeated="{stray[1]}"/></table:table-row><table:table-row><table:table-cell '
+                f'table:number-columns-repeated="{stray[1] - 1}"/><table:table-cell office:value-type="string">'
+                '<text:p>x</text:p></table:table-cell></table:table-row>')
     content = (
         '<?xml version="1.0" encoding="UTF-8"?><office:document-content '
         'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
@@ -148,12 +186,11 @@ def write_ods(path: Path, rows: int, columns: int) -> Path:
         '<office:spreadsheet><table:table table:name="S"><table:table-row>'
         '<table:table-cell office:value-type="string"><text:p>customer_id</text:p></table:table-cell>'
         '<table:table-cell office:value-type="string"><text:p>meter_point_ids</text:p></table:table-cell>'
-        f'</table:table-row><table:table-row table:number-rows-repeated="{rows}">'
-        f'<table:table-cell table:number-columns-repeated="{columns}" office:value-type="string">'
-        '<text:p>x</text:p></table:table-cell></table:table-row></table:table></office:spreadsheet>'
+        f'</table:table-row>{body}</table:table></office:spreadsheet>'
         '</office:body></office:document-content>')
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as package:
         package.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        package.writestr("META-INF/manifest.xml", MANIFEST)
         package.writestr("content.xml", content)
     return path
 
@@ -205,6 +242,17 @@ HOSTILE = [
             ("cell XFD1048576 holds something in column 16,384", "ONBOARD_MAX_COLUMNS")),
     Hostile("stray-xfd3000.xlsx", stray_cell("XFD3000"),
             ("cell XFD3000 holds something", "beyond the 1,000 columns", "ONBOARD_MAX_COLUMNS")),
+    Hostile("stray-at-all29000.xlsx", stray_cell("ALL29000"),
+            ("its cells reach from row 1 to 29,000 (cell ALL29000)", "29,000,000 cells, and only 7 of them hold",
+             "more than the 4,000,000 cells (or 10 for each that holds something)", "delete stray cells",
+             "ONBOARD_MAX_SPARSE_CELLS")),
+    Hostile("mostly-empty.xlsx", filled_columns(20_000, "AZ"),
+            ("from column A to Z (cell Z2), 520,026 cells, and only 40,002 of them hold something",
+             "more than the 100,000 cells (or 10 for each", "ONBOARD_MAX_SPARSE_CELLS"),
+            (("ONBOARD_MAX_SPARSE_CELLS", "100000"),)),
+    Hostile("cell-over-and-over-900mib.xlsx", cell_over_and_over(43_000_000),
+            ("is not a workbook a spreadsheet program wrote: its sheet writes the same cells over and over",
+             "in the 6 from A1 to B3")),
     Hostile("stray-within-rows-and-columns.xlsx", stray_cell("ALL900000"),
             ("cell ALL900000", "900,000,000 cells", "delete stray cells", "ONBOARD_MAX_CELLS")),
     Hostile("more-rows-than-allowed.xlsx", lambda p: write_xlsx(p, sheet_with(customer_rows(20))),
@@ -219,6 +267,9 @@ HOSTILE = [
     Hostile("lies-about-its-size.xlsx", lying,
             ("is damaged: its part xl/worksheets/sheet1.xml cannot be unpacked",)),
     Hostile("repeated-cells.ods", lambda p: write_ods(p, 100_000, 1_000), ("100,001,000 cells", "ONBOARD_MAX_CELLS")),
+    Hostile("stray.ods", lambda p: write_ods(p, 0, 0, stray=(3_000, 1_000)),
+            ("its cells reach from row 1 to 3,000 (cell ALL3000)", "3,000,000 cells, and only 3 of them hold",
+             "ONBOARD_MAX_SPARSE_CELLS"), (("ONBOARD_MAX_SPARSE_CELLS", "1000000"),)),
     Hostile("long-field.csv", lines("customer_id,meter_point_ids,notes\n", f'1,{MPIDS[0]},"{"x" * 200_000}"\n'),
             ("line 2: a field is longer than 131,072 characters", "quote", "ONBOARD_MAX_CSV_FIELD")),
     Hostile("unbalanced-quote.csv", lines("customer_id,meter_point_ids,notes\n", f'1,{MPIDS[0]},"oops\n',
@@ -355,3 +406,20 @@ def test_a_csv_line_is_bounded_by_its_fields_not_by_its_delimiters(tmp_path):
     reader = CsvReader(path, Limits(max_csv_line=EXCEL_CELL_CHARACTERS * 2))
     assert [(number, len(record)) for number, record in reader.records()] == [(1, 3), (2, 3), (1502, 3), (1503, 3)]
     assert next(record for number, record in reader.records() if number == 2)[1] == ids
+
+
+def test_a_sheet_with_empty_columns_between_its_data_is_read(tmp_path):
+    """Two of 12 columns filled in every row: 6 cells of extent for each filled one, within the 10
+    a sheet beyond ONBOARD_MAX_SPARSE_CELLS may have (lowered here, so the sheet can stay small)."""
+    path = filled_columns(20_000, "AL")(tmp_path / "two-of-twelve.xlsx")
+    outcome = onboard(tmp_path, "validate", str(path), env={"ONBOARD_MAX_SPARSE_CELLS": "100000"})
+    assert outcome.code == 0 and "20000 rows: 20000 valid" in outcome.out, (outcome.out, outcome.err[-2000:])
+
+
+@pytest.mark.slow
+def test_a_million_rows_of_twelve_columns_pass_the_checks(tmp_path):
+    """The largest real sheet the limits are set for, with only its first and last column filled:
+    6 cells of extent for each filled one, 12,000,012 in all, within every default."""
+    path = filled_columns(1_000_000, "AL")(tmp_path / "million.xlsx")
+    facts = XlsxReader(path).facts
+    assert (facts.extent.last_row, facts.extent.last_column, facts.written) == (1_000_001, 12, 2_000_002)

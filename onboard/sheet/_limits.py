@@ -33,6 +33,8 @@ class Limits(BaseSettings):
     max_columns: int = Field(1_000, ge=1, description="columns of a sheet")
     max_cells: int = Field(30_000_000, ge=1, description="rows x columns from the first to the last filled cell "
                                                           "of a workbook (what its reader holds in memory)")
+    max_sparse_cells: int = Field(4_000_000, ge=1, description="rows x columns from the first to the last filled "
+                                  "cell of a sheet, beyond which it must have one filled cell in 10")
     max_file_mb: int = Field(512, ge=1, description="size of the input file, MiB")
     max_uncompressed_mb: int = Field(1024, ge=1, description="XML inside an .xlsx/.ods, uncompressed, MiB")
     max_csv_field: int = Field(131_072, ge=EXCEL_CELL_CHARACTERS, description="characters in one CSV field")
