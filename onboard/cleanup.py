@@ -313,8 +313,7 @@ def _conclude(rows: list[followup.Recorded], entities: dict[tuple[str, str], Ent
     states = (WOULD, GONE, "kept") if dry_run else (DELETED, GONE, "kept")
     counts = {f"{kind}s": followup.counted((e.said.split(":")[0] for (k, _), e in entities.items() if k == kind),
                                           states) for kind in ORDER}
-    problems = [f"{e.kind} {e.id}: {e.said}" for e in entities.values()
-                if e.said.startswith(("failed", NOT_REACHED))]
+    problems = [f"{e.kind} {e.id}: {e.said}" for e in entities.values() if e.said.startswith("failed")]
     notices = []
     for kind in ORDER:
         kept: dict[str, list[Entity]] = {}

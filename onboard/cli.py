@@ -322,7 +322,7 @@ def _show_follow_up(result: FollowUp) -> int:
     if "requests" in summary:
         print(f"{summary['requests']} requests in {summary['seconds']} s")
     if result.outputs is not None:
-        width = len(result.command) + 2
+        width = max(len(result.command) + 1, len("summary:")) + 1
         print(f"  {result.command + ':':<{width}}{result.outputs.results}")
         print(f"  {'summary:':<{width}}{result.outputs.summary}")
     code = 1 if result.problems else 0

@@ -139,12 +139,11 @@ def _conclude(intake: Intake, meter: dict[str, str], user: dict[str, tuple[str, 
         values = (eligible, user_eligible, enrolled)
         marked = {i: v for i, v in enumerate(values) if v.startswith(("failed", NOT_REACHED))}
         lines.append((marked, values))
-    problems = [f"meter point id {m}: {meter.get(m, NOT_REACHED)}" for m in meters
-                if meter.get(m, NOT_REACHED) not in ("yes", "no")]
+    problems = [f"meter point id {m}: {meter[m]}" for m in meters if meter.get(m, "").startswith("failed")]
     for u in users:
         said = user.get(u, (NOT_REACHED, NOT_REACHED))
         problems += [f"user {u}: {what} {s}" for what, s in zip(("eligibility", "enrollment"), said, strict=True)
-                     if s.startswith(("failed", NOT_REACHED))]
+                     if s.startswith("failed")]
     names = {"yes": "eligible", "no": "not eligible"}
     counts = {
         "meter points": followup.counted((names.get(s, s.split(":")[0]) for s in (meter.get(m, NOT_REACHED)

@@ -273,7 +273,8 @@ class FollowUp:
     lines: list[Line] = field(repr=False)
     summary: dict[str, Any]
     problems: list[str] = field(default_factory=list)
-    """What did not go as asked (a refusal, an entity not reached): each makes the exit code 1."""
+    """What the API refused or could not answer: each makes the exit code 1. What a stopped command
+    did not reach is not listed here: `stopped` says so, and the next run of it goes on."""
     notices: list[str] = field(default_factory=list)
     """What the user should hear of that went as designed (an entity kept, a row left alone)."""
     outputs: Outputs | None = None

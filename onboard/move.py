@@ -40,7 +40,6 @@ Point = tuple[float, float] | None
 """(latitude, longitude), or None for a location without coordinates."""
 
 MOVED, THERE, REMOVED, GONE, NOT_REACHED = "moved", "already there", "coordinates removed", "gone", "not reached"
-DONE = (MOVED, THERE, REMOVED)
 
 
 @dataclass
@@ -271,7 +270,7 @@ def _conclude(rows: list[followup.Recorded], sites: dict[str, Site]
     counts = {"locations": followup.counted((s.said.split(":")[0] for s in sites.values()),
                                             (MOVED, THERE) if any(s.to for s in sites.values()) else (REMOVED,)),
               "now": followup.counted((_where(s.now) for s in sites.values()), ())}
-    problems = [f"location {s.location_id}: {s.said}" for s in sites.values() if s.said not in (*DONE, GONE)]
+    problems = [f"location {s.location_id}: {s.said}" for s in sites.values() if s.said.startswith("failed")]
     notices = [f"location {s.location_id} of user {s.user_id} is gone: nothing to move"
                for s in sites.values() if s.said == GONE]
     return lines, counts, problems, notices
