@@ -341,7 +341,9 @@ def test_a_stopped_cleanup_resumes(capsys, results, state, monkeypatch, tmp_path
                         "ONBOARD_RETRY_ATTEMPTS": "1"}.items():
         monkeypatch.setenv(name, value)
     code, _, err = run(capsys, "cleanup", results, "--concurrency", "1", *local(state))
-    assert code == 1 and "not reached" in err
+    assert code == 1 and "run the same command again to resume" in err
+    stopped = by_row(tmp_path / "customers.results.cleanup.csv")
+    assert {stopped[n]["user_cleanup"] for n in (2, 3, 4, 5, 7)} == {"not reached"}
     assert state_counts(state) != {"users": 0, "locations": 0, "resources": 0}
     monkeypatch.delenv("ONBOARD_EMULATOR_LOST_RATE")
     code, out, err = run(capsys, "cleanup", results, *local(state))
