@@ -126,9 +126,9 @@ async def cleanup(source: str | Path | Sheet, where: Target, *, out: str | Path 
                   state: str | Path | None = None, custom_url: bool = False,
                   transport: httpx.AsyncBaseTransport | None = None,
                   say: Callable[[str], None] = lambda text: None) -> followup.FollowUp:
-    """Delete what the results file at `source` says this tool created (the rules above); with
-    `dry_run`, only say what would go. With `out`, `<stem>.cleanup.<ext>`, `<stem>.cleanup.json`
-    and the journal are written there."""
+    """Delete what the results file at `source` says this tool created (the rules above). With
+    `out`, `<stem>.cleanup.<ext>`, `<stem>.cleanup.json` and the journal are written there; with
+    `dry_run`, nothing is deleted and `<stem>.cleanup-dry-run.<ext>` and `.json` say what would go."""
     from onboard import api, report
     from onboard import sheet as sheets
     from onboard.onboarding import now
@@ -139,7 +139,8 @@ async def cleanup(source: str | Path | Sheet, where: Target, *, out: str | Path 
     rows = followup.recorded_rows(sheet, "cleanup")
     runs = followup.same_api(sheet.path, where)
     found_before = {kind: sum(run.found.get(kind, 0) for run in runs) for kind in ORDER}
-    outputs = report.Outputs.beside(sheet.path, Path(out), "cleanup") if out is not None else None
+    kind = "cleanup-dry-run" if dry_run else "cleanup"
+    outputs = report.Outputs.beside(sheet.path, Path(out), kind) if out is not None else None
     entities = decide(rows, found_before, keep_users)
     going = {kind: [e for (k, _), e in entities.items() if k == kind and e.goes] for kind in ORDER}
     knobs = followup.emulator_knobs(where, state)
@@ -161,7 +162,7 @@ async def cleanup(source: str | Path | Sheet, where: Target, *, out: str | Path 
         result = followup.FollowUp("cleanup", COLUMNS, lines, summary, problems, notices, stopped=stopped)
         if outputs is not None:
             result.outputs = outputs
-            followup.write(result, sheet, "Cleanup")
+            followup.write(result, sheet, "Cleanup dry run" if dry_run else "Cleanup")
         if stopped is None and journal is not None:
             journal.finish()
     except BaseException:

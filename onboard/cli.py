@@ -316,9 +316,10 @@ def _show_follow_up(result: FollowUp) -> int:
         if len(notices) > SHOWN_PROBLEMS:
             print(f"  ... and {len(notices) - SHOWN_PROBLEMS} more in {where}", file=stream)
     summary = result.summary
-    print(f"{_rows(summary['rows'])}: " + "; ".join(
-        f"{kind} " + ", ".join(f"{n} {state}" for state, n in counts.items())
-        for kind, counts in summary["counts"].items()))
+    print(f"{_rows(summary['rows'])}" + (f" ({summary['to']})" if summary.get("to") else "")
+          + (", dry run: nothing deleted" if summary.get("dry_run") else ""))
+    for kind, counts in summary["counts"].items():
+        print(f"  {kind + ':':<15}" + ", ".join(f"{n} {state}" for state, n in counts.items()))
     if "requests" in summary:
         print(f"{summary['requests']} requests in {summary['seconds']} s")
     if result.outputs is not None:
@@ -338,7 +339,9 @@ def cmd_eligibility(args: argparse.Namespace) -> int:
     from onboard import onboarding
     from onboard.eligibility import eligibility
 
-    intake = _read(args)
+    mapping = onboarding.mapping_of(args.mapping, args.map or [], args.map_value or [])
+    intake = onboarding.read(Path(args.input), mapping=mapping, sheet=args.sheet, where=args.where or [],
+                             strict_meter_ids=args.strict_meter_ids)
     where = onboarding.target(args.env, args.base_url, args.token_url)
     for notice in intake.notices:
         _say(notice)
@@ -510,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
         "else. Writes <stem>.cleanup.<ext>: per row, what was deleted. Resumable; an entity already gone is `gone`. "
         "Sandbox and local by default; production only with --env production --yes.")
     _results_flags(cleanup, mapped=False)
-    cleanup.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
+    cleanup.add_argument("--dry-run", action="store_true",
+                         help="delete nothing; say what would go, in <stem>.cleanup-dry-run.<ext>")
     cleanup.add_argument("--keep-users", action="store_true", help="delete resources and locations, keep users")
     cleanup.add_argument("--yes", action="store_true", help="with --env production: confirm deleting there")
     _api_flags(cleanup)

@@ -42,9 +42,9 @@ CHECKS = {
 """What each of the plan's cross-row checks counts, in words."""
 TO_FIX = ("failed", "invalid")
 """Statuses of the rows the user must fix: the errors file holds exactly these."""
-FOLLOW_UPS = ("eligibility", "move", "cleanup")
+FOLLOW_UPS = ("eligibility", "move", "cleanup", "cleanup-dry-run")
 """Commands that follow a run: each writes `<stem>.<command>.<ext>` (the input's rows and its own
-columns) and `<stem>.<command>.json`."""
+columns) and `<stem>.<command>.json`; a dry run of `cleanup` never overwrites the record of a real one."""
 JOURNALLED = ("move", "cleanup")
 """Of those, the ones that write to the API, and so keep a journal of their own."""
 

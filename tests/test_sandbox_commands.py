@@ -20,6 +20,7 @@ from onboard.cleanup import cleanup, decide
 from onboard.eligibility import eligibility
 from onboard.emulator import EmulatorSettings, Store, create_app
 from onboard.emulator.store import Resource
+from onboard.errors import UsageError
 from onboard.move import move
 
 M1, M2, M3 = meter_point_id(1), meter_point_id(2), meter_point_id(3)
@@ -103,7 +104,7 @@ def test_eligibility_says_per_row_and_asks_each_value_once(capsys, sheet, state,
     summary = json.loads((tmp_path / "customers.eligibility.json").read_text())
     assert summary["requests"] == 4 + 2 * 4  # M1, NOT_GS1, M2, NOT_GS1_2 once each; 4 valid users, 2 questions each
     assert summary["counts"]["meter points"] == {"eligible": 2, "not eligible": 2}
-    assert "meter points 2 eligible, 2 not eligible" in out
+    assert "  meter points:  2 eligible, 2 not eligible\n" in out
 
 
 @pytest.mark.anyio
@@ -185,7 +186,7 @@ async def test_move_into_an_area_and_back_sends_only_coordinates(capsys, results
 def test_move_on_the_command_line(capsys, results, state, tmp_path):
     code, out, err = run(capsys, "move", results, "--test-area", "1", *local(state))
     assert code == 0, err
-    assert "locations 4 moved, 0 already there; now 4 in test area 1" in out
+    assert "7 rows (test area 1)\n  locations:     4 moved, 0 already there\n  now:           4 in test area 1\n" in out
     assert f"  move:    {tmp_path / 'customers.results.move.csv'}\n  summary: {tmp_path}" in out
     code, out, _ = run(capsys, "eligibility", results, *local(state))
     assert by_row(tmp_path / "customers.results.eligibility.csv")[7]["user_eligible"] == "yes"
@@ -247,7 +248,9 @@ def test_cleanup_deletes_what_the_run_created_and_is_idempotent(capsys, results,
     code, out, err = run(capsys, "cleanup", results, "--dry-run", *local(state))
     assert code == 0, err
     assert state_counts(state) == before == {"users": 4, "locations": 4, "resources": 3}
-    assert "resources 3 would delete, 0 gone, 0 kept; locations 4 would delete" in out
+    assert "dry run: nothing deleted\n  resources:     3 would delete, 0 gone, 0 kept\n  locations:     4 would" in out
+    assert {r["user_cleanup"] for r in read_csv(tmp_path / "customers.results.cleanup-dry-run.csv")} == {
+        "would delete", ""}
     code, out, err = run(capsys, "cleanup", results, *local(state))
     assert code == 0, err
     assert state_counts(state) == {"users": 0, "locations": 0, "resources": 0}
@@ -255,7 +258,7 @@ def test_cleanup_deletes_what_the_run_created_and_is_idempotent(capsys, results,
     assert (rows[2]["resource_cleanup"], rows[2]["location_cleanup"], rows[2]["user_cleanup"]) == ("deleted",) * 3
     assert rows[6]["location_cleanup"] == "" and rows[8]["user_cleanup"] == ""
     code, out, _ = run(capsys, "cleanup", results, *local(state))
-    assert code == 0 and "resources 0 deleted, 3 gone, 0 kept; locations 0 deleted, 4 gone" in out
+    assert code == 0 and "  resources:     0 deleted, 3 gone, 0 kept\n  locations:     0 deleted, 4 gone" in out
 
 
 @pytest.mark.anyio
@@ -314,7 +317,7 @@ def test_cleanup_keeps_a_location_that_holds_what_it_did_not_create(capsys, resu
     store.close()
     code, out, err = run(capsys, "cleanup", results, "--dry-run", *local(state))
     assert code == 0, err
-    dry = by_row(tmp_path / "customers.results.cleanup.csv")[4]
+    dry = by_row(tmp_path / "customers.results.cleanup-dry-run.csv")[4]
     assert dry["location_cleanup"] == ("kept: it still holds what this command did not delete: "
                                        "resource someone-elses-device")
     assert dry["user_cleanup"].startswith("kept: it still holds what this command did not delete: location ")
@@ -349,5 +352,16 @@ def test_a_stopped_cleanup_resumes(capsys, results, state, monkeypatch, tmp_path
     code, out, err = run(capsys, "cleanup", results, *local(state))
     assert code == 0 and "resuming the unfinished cleanup" in err
     assert state_counts(state) == {"users": 0, "locations": 0, "resources": 0}
-    assert "resources 3 deleted, 0 gone, 0 kept; locations 4 deleted, 0 gone, 0 kept; users 4 deleted, 0 gone" in out
+    assert "  resources:     3 deleted, 0 gone, 0 kept\n  locations:     4 deleted, 0 gone, 0 kept\n" in out
     assert not (tmp_path / ".customers.results.cleanup.journal.sqlite.lock").exists()
+
+
+@pytest.mark.anyio
+async def test_the_functions_refuse_production_before_sending(results, state):
+    """The Python functions refuse as the command line does (which checks before reading anything)."""
+    production = settings.target("production", client_id="id", client_secret="secret")
+    with pytest.raises(UsageError, match="production API: nothing was sent"):
+        await move(onboarding.read(results), production, area=2)
+    with pytest.raises(UsageError, match="only with --env production --yes"):
+        await cleanup(results, production)
+    assert state_counts(state) == {"users": 4, "locations": 4, "resources": 3}
