@@ -322,6 +322,7 @@ def _conclude(rows: list[followup.Recorded], entities: dict[tuple[str, str], Ent
             if k == kind and entity.said.startswith("kept"):
                 kept.setdefault(entity.kept.split(":")[0], []).append(entity)
         for which in kept.values():
-            more = f"; and {len(which) - 1} more {kind}s for that reason" if len(which) > 1 else ""
+            others = len(which) - 1
+            more = f"; and {others} more {kind}{'s' if others > 1 else ''} for that reason" if others else ""
             notices.append(f"{kind} {which[0].id} kept: {which[0].kept}{more}")
     return lines, counts, problems, notices

@@ -376,12 +376,11 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
     import asyncio
 
     from onboard import onboarding
+    from onboard import sheet as sheets
     from onboard.cleanup import cleanup, refuse_production
 
     refuse_production(args.env, args.base_url, args.yes, args.dry_run)
     where = onboarding.target(args.env, args.base_url, args.token_url)
-    from onboard import sheet as sheets
-
     results = sheets.read(Path(args.input), args.sheet)
     return _show_follow_up(asyncio.run(_stoppable(cleanup(
         results, where, out=_out(args), dry_run=args.dry_run, keep_users=args.keep_users, yes=args.yes,

@@ -175,8 +175,8 @@ def same_api(results: Path, where: Target) -> list[Origin]:
         if origin.base_url.rstrip("/") != here:
             raise ConfigError(
                 f"{results.name} holds the results of a run against {origin.base_url} ({origin.environment}, says "
-                f"{origin.told_by}), but this command would send to {here} ({where.env}): its IDs name nothing "
-                "this tool created there. Run it with the --env or --base-url of that run; nothing was sent")
+                f"{origin.told_by}), but this command would send to {here} ({where.env}): its rows say what that "
+                "run did there, not here. Run it with that run's --env or --base-url; nothing was sent")
     return found
 
 

@@ -144,6 +144,19 @@ def test_eligibility_writes_a_workbook_for_a_workbook(capsys, state, tmp_path):
     assert {line[0] for line in summary.iter_rows(values_only=True)} >= {"base_url", "rows", "meter points eligible"}
 
 
+def test_eligibility_keeps_a_csv_as_it_came_and_replaces_its_own_columns(capsys, state, tmp_path):
+    nordic = write_csv(tmp_path / "kunder.csv", SHEET[2:4], delimiter=";", encoding="cp1252")
+    assert run(capsys, "eligibility", nordic, *local(state))[0] == 0
+    first = tmp_path / "kunder.eligibility.csv"
+    assert first.read_bytes().startswith(b"customer_id;location_ref;")
+    assert [r["eligible"] for r in read_csv(first, delimiter=";", encoding="cp1252")] == ["yes", "no"]
+    assert run(capsys, "eligibility", first, *local(state))[0] == 0
+    again = read_csv(tmp_path / "kunder.eligibility.eligibility.csv", delimiter=";", encoding="cp1252")
+    header = first.with_name("kunder.eligibility.eligibility.csv").read_text("cp1252").splitlines()[0]
+    assert header.count("eligible") == 2 and header.endswith("eligible;user_eligible;enrolled")  # not repeated
+    assert [r["eligible"] for r in again] == ["yes", "no"]
+
+
 # move
 
 
