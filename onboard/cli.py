@@ -219,11 +219,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from onboard import onboarding
 
+    where = None if args.dry_run else onboarding.target(args.env, args.base_url, args.token_url)
+    if args.test_area and where is not None:
+        onboarding.refuse_production(where, "--test-area")
     intake = _read(args)
+    if args.test_area:
+        onboarding.place_in_test_area(intake, args.test_area)
     if args.dry_run:
         print(_describe_plan(intake.plan, args.batch_size))
         return _show(onboarding.validated(intake, _out(args)))
-    where = onboarding.target(args.env, args.base_url, args.token_url)
     _confirm_production(args, where, intake.plan)
     return _show(asyncio.run(_send(intake, where, args)))
 
@@ -462,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="users or locations per batch request (default 100; halved on 413)")
     _concurrency_flag(run)
     run.add_argument("--dry-run", action="store_true", help="validate and print the plan; send nothing")
+    run.add_argument("--test-area", type=int, choices=(1, 2), metavar="1|2",
+                     help="sandbox: register every location at its own point inside the guide's test area 1 "
+                     "(Svalbard) or 2 (Longyearbyen), so its user becomes eligible; refused for production")
     run.add_argument("--yes", action="store_true", help="do not ask before writing to production")
     run.set_defaults(handler=cmd_run)
 

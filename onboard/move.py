@@ -62,8 +62,8 @@ def refuse_production(env: str, base_url: str | None = None) -> None:
     from onboard.settings import PRODUCTION_URL, is_production, masked
 
     if is_production(env, base_url):
-        raise UsageError(f"move is for the sandbox's test areas, and {masked(base_url or PRODUCTION_URL)} is the "
-                         "production API: nothing was sent")
+        raise UsageError(f"move is for the sandbox (the guide's test areas): refused for production "
+                         f"({masked(base_url or PRODUCTION_URL)}); nothing was sent")
 
 
 def _point(coordinates: dict[str, Any] | None) -> Point:

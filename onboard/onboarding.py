@@ -266,6 +266,40 @@ def validated(intake: Intake, out: str | os.PathLike | None = None) -> Result:
     return result
 
 
+# sandbox test areas
+
+
+def refuse_production(where: Target, what: str) -> None:
+    """Steps the vendor's guide gives for the sandbox only never reach production."""
+    from onboard.errors import UsageError
+
+    if where.production:
+        raise UsageError(f"{what} is for the sandbox (the guide's test areas): refused for production "
+                         f"({where.shown_base_url}); nothing was sent")
+
+
+def place_in_test_area(intake: Intake, number: int) -> None:
+    """Give every planned location its own point inside test area `number` (one per location ID,
+    the same for the same sheet), keeping its meter point ids; each row says where it went."""
+    from dataclasses import replace
+
+    from onboard import areas
+    from onboard.records import Coordinates, Problem
+
+    plan = intake.plan
+    ids = sorted(plan.locations)
+    points = dict(zip(ids, areas.place(number, ids), strict=True))
+    for location_id, (latitude, longitude) in points.items():
+        plan.locations[location_id] = replace(plan.locations[location_id],
+                                              coordinates=Coordinates(latitude, longitude))
+    name = areas.area(number).name
+    for row in plan.rows:
+        if row.location_id in points and row.valid:
+            latitude, longitude = points[row.location_id]
+            row.warn(Problem("latitude", f"placed in test area {number} ({name}) at {latitude}, {longitude}: "
+                                         "the sheet's own coordinates, if any, are not sent"))
+
+
 # sending
 
 
@@ -376,19 +410,20 @@ def run(source: Any, env: str = "sandbox", base_url: str | None = None, token_ur
         batch_size: int = 100, concurrency: int = 16, progress: bool | None = None, *,
         mapping: Mapping | dict | str | os.PathLike | None = None, sheet: str | None = None,
         where: Iterable[str] = (), strict_meter_ids: bool = False, state: str | os.PathLike | None = None,
-        name: str | None = None) -> Result:
+        name: str | None = None, test_area: int | None = None) -> Result:
     """Register a sheet's customers, sites and devices in the Energy Coordination API.
 
     `env` is "sandbox", "production" or "local" (the emulator, in-process; `state` is its SQLite
     file). Credentials come from the arguments, else SPARK_CLIENT_ID / SPARK_CLIENT_SECRET in the
     environment or a `.env` file. With `out`, the outputs and the journal are written there and an
-    interrupted run resumes, as on the command line.
+    interrupted run resumes, as on the command line. `test_area` (1 or 2, the sandbox's) places every
+    location at its own point inside that test area.
 
     Inside a running event loop (a Jupyter cell), the run goes on in a worker thread with a loop of
     its own, and this call waits for it; `await onboard.run_async(...)` runs in the caller's loop."""
     coroutine = run_async(source, env, base_url, token_url, client_id, client_secret, out, batch_size, concurrency,
                           progress, mapping=mapping, sheet=sheet, where=where, strict_meter_ids=strict_meter_ids,
-                          state=state, name=name)
+                          state=state, name=name, test_area=test_area)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -402,10 +437,15 @@ async def run_async(source: Any, env: str = "sandbox", base_url: str | None = No
                     out: str | os.PathLike | None = None, batch_size: int = 100, concurrency: int = 16,
                     progress: bool | None = None, *, mapping: Mapping | dict | str | os.PathLike | None = None,
                     sheet: str | None = None, where: Iterable[str] = (), strict_meter_ids: bool = False,
-                    state: str | os.PathLike | None = None, name: str | None = None) -> Result:
+                    state: str | os.PathLike | None = None, name: str | None = None,
+                    test_area: int | None = None) -> Result:
     """`run`, in the caller's event loop."""
     where_to = target(env, base_url, token_url, client_id, client_secret)
+    if test_area is not None:
+        refuse_production(where_to, "test_area")
     intake = read(source, mapping=mapping, sheet=sheet, where=where, strict_meter_ids=strict_meter_ids, name=name)
+    if test_area is not None:
+        place_in_test_area(intake, test_area)
     return await send(intake, where_to, out=out, batch_size=batch_size, concurrency=concurrency, progress=progress,
                       state=state, custom_url=base_url is not None)
 

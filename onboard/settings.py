@@ -83,6 +83,7 @@ class Target:
 
     @property
     def production(self) -> bool:
+        """The production tenant, named by `--env production` or by its URL."""
         return is_production(self.env, self.base_url)
 
     @property

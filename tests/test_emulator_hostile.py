@@ -289,6 +289,7 @@ def _lines_once_quiet(stderr: Path, want: int, within: float = 15) -> list[str]:
     return stderr.read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_a_killed_client_leaves_one_line_per_request_in_flight_and_no_traceback(serve):
     proc, port, stderr = serve("--latency-ms", "2000")
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:

@@ -205,13 +205,26 @@ def test_move_on_the_command_line(capsys, results, state, tmp_path):
     assert by_row(tmp_path / "customers.results.eligibility.csv")[7]["user_eligible"] == "yes"
 
 
+def test_move_after_run_test_area_finds_them_there_and_restores_the_sheet(capsys, sheet, state, tmp_path):
+    assert run(capsys, "run", sheet, "--test-area", "2", *local(state))[0] == 1  # the invalid row
+    results = tmp_path / "customers.results.csv"
+    code, out, _ = run(capsys, "move", results, "--test-area", "2", *local(state))
+    assert code == 0 and "locations:     0 moved, 4 already there" in out
+    code, out, _ = run(capsys, "move", results, "--restore", *local(state))
+    assert code == 0 and "locations:     2 moved, 0 already there, 2 coordinates removed" in out
+    rows = by_row(tmp_path / "customers.results.move.csv")
+    assert (float(rows[4]["now_latitude"]), float(rows[4]["now_longitude"])) == OSLO
+    assert areas.which_area(float(rows[4]["was_latitude"]), float(rows[4]["was_longitude"])) == 2
+
+
 @pytest.mark.parametrize("flags", [["--env", "production"],
                                    ["--base-url", settings.PRODUCTION_URL, "--token-url", "https://x/connect/token"]])
 def test_move_is_refused_for_production(capsys, results, state, flags, monkeypatch):
     monkeypatch.setenv("SPARK_CLIENT_ID", "id")
     monkeypatch.setenv("SPARK_CLIENT_SECRET", "secret")
     code, _, err = run(capsys, "move", results, "--test-area", "2", *flags)
-    assert code == 2 and "production API: nothing was sent" in err
+    assert code == 2
+    assert "move is for the sandbox (the guide's test areas): refused for production (https://api.voluespark" in err
     assert not results.with_name("customers.results.move.csv").exists()
 
 
@@ -373,7 +386,7 @@ def test_a_stopped_cleanup_resumes(capsys, results, state, monkeypatch, tmp_path
 async def test_the_functions_refuse_production_before_sending(results, state):
     """The Python functions refuse as the command line does (which checks before reading anything)."""
     production = settings.target("production", client_id="id", client_secret="secret")
-    with pytest.raises(UsageError, match="production API: nothing was sent"):
+    with pytest.raises(UsageError, match="refused for production"):
         await move(onboarding.read(results), production, area=2)
     with pytest.raises(UsageError, match="only with --env production --yes"):
         await cleanup(results, production)
