@@ -356,6 +356,7 @@ def test_cleanup_keeps_a_location_that_holds_what_it_did_not_create(capsys, resu
     (["--env", "production"], "cleanup deletes in production only with --env production --yes"),
     (["--base-url", settings.PRODUCTION_URL], "is the production API: cleanup deletes there only with --env"),
     (["--env", "production", "--yes"], "holds the results of a run against http://emulator.local/"),
+    ([], "but this command would send to https://api.sandbox.voluespark.com/energy-coordination/v1 (sandbox)"),
 ])
 def test_cleanup_refusals(capsys, results, state, flags, said, monkeypatch):
     monkeypatch.setenv("SPARK_CLIENT_ID", "id")
