@@ -62,8 +62,10 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def journal_path(outputs_folder: Path, source: Path) -> Path:
-    return outputs_folder / f"{source.stem}.journal.sqlite"
+def journal_path(outputs_folder: Path, source: Path, command: str | None = None) -> Path:
+    """`<stem>.journal.sqlite` for `run`; a command that follows a run keeps its own journal,
+    `<stem>.<command>.journal.sqlite` (`cleanup`, `move`), so it never touches the run's."""
+    return outputs_folder / f"{source.stem}{f'.{command}' if command else ''}.journal.sqlite"
 
 
 def _unusable(path: Path, why: str) -> ConfigError:
@@ -246,10 +248,12 @@ class Journal:
 
     # what a resumed run starts from
 
-    def outcomes(self) -> Iterator[tuple[str, str, Outcome]]:
-        """Settled outcomes worth keeping: registered entities and refusals the API gave."""
+    def outcomes(self, states: Sequence[str] = ("created", "exists", "failed")) -> Iterator[tuple[str, str, Outcome]]:
+        """Settled outcomes worth keeping: by default (a `run`'s) registered entities and refusals the
+        API gave; a command's own journal names its own (`deleted`, `gone`, `moved`, ...)."""
+        marks = ", ".join("?" * len(states))
         rows = self._db.execute("SELECT kind, id, state, reason, warnings FROM entities"
-                                " WHERE run = ? AND state IN ('created', 'exists', 'failed')", (self.run,))
+                                f" WHERE run = ? AND state IN ({marks})", (self.run, *states))
         for kind, entity_id, state, reason, warnings in rows:
             yield kind, entity_id, Outcome(state, reason, tuple(json.loads(warnings)))
 

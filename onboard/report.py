@@ -42,6 +42,11 @@ CHECKS = {
 """What each of the plan's cross-row checks counts, in words."""
 TO_FIX = ("failed", "invalid")
 """Statuses of the rows the user must fix: the errors file holds exactly these."""
+FOLLOW_UPS = ("eligibility", "move", "cleanup", "cleanup-dry-run")
+"""Commands that follow a run: each writes `<stem>.<command>.<ext>` (the input's rows and its own
+columns) and `<stem>.<command>.json`; a dry run of `cleanup` never overwrites the record of a real one."""
+JOURNALLED = ("move", "cleanup")
+"""Of those, the ones that write to the API, and so keep a journal of their own."""
 
 
 NO_CELLS: Mapping[int, str] = MappingProxyType({})
@@ -192,6 +197,8 @@ class Outputs:
         suffix = ".xlsx" if source.suffix.lower() in (*WORKBOOKS, "") else source.suffix.lower()
         if kind == "validation":
             outputs = cls(folder / f"{source.stem}.validation{suffix}", None, folder / f"{source.stem}.validation.json")
+        elif kind in FOLLOW_UPS:
+            outputs = cls(folder / f"{source.stem}.{kind}{suffix}", None, folder / f"{source.stem}.{kind}.json")
         else:
             outputs = cls(folder / f"{source.stem}.results{suffix}", folder / f"{source.stem}.errors{suffix}",
                           folder / f"{source.stem}.summary.json")
@@ -200,7 +207,7 @@ class Outputs:
         for path in (outputs.results, outputs.errors, outputs.summary):
             if path is not None:
                 refuse_link(path)
-        journal = journal_path(folder, source)
+        journal = journal_path(folder, source, kind if kind in JOURNALLED else None)
         other = recorded_input(journal)
         if other is not None and other.resolve() != source.resolve():
             raise ConfigError(f"{folder} holds the outputs and journal of {other}, another input whose outputs "
@@ -322,6 +329,74 @@ def write_csv(path: Path, sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult]
         writer.writerow([protect(h) for h in headers])
         writer.writerows(["" if v is None else protect(str(v)) for v in values]
                          for _, values in _table(sheet, pairs, keep, typed=False))
+
+
+# the input's rows with another command's columns
+
+
+Annotated = Iterable[tuple[SheetRow, Mapping[int, str], Sequence[Any]]]
+"""Each input row, in order, with the cells to mark (index among the added columns -> reason) and
+the values of the added columns."""
+
+
+def _annotated_layout(sheet: Sheet, names: Sequence[str]) -> tuple[list[str], list[int | None], list[int]]:
+    """The input's headers, then the added columns; one the input has already (an output of the same
+    command read again) is replaced where it stands, never repeated."""
+    headers: list[str] = [column.header for column in sheet.columns]
+    sources: list[int | None] = [column.index for column in sheet.columns]
+    held = {}
+    for column in sheet.columns:
+        held.setdefault(column.header.strip().lower(), column.index)
+    places = []
+    for name in names:
+        at = held.get(name.lower())
+        if at is None:
+            at = len(headers)
+            headers.append(name)
+            sources.append(None)
+        places.append(at)
+    return headers, sources, places
+
+
+def _annotated_table(sheet: Sheet, lines: Annotated, width: int, places: list[int],
+                     typed: bool) -> Iterator[tuple[dict[int, str], list[Any]]]:
+    """As `_table`: the input's cells (typed for xlsx, the tool's fields as text), then the added values."""
+    inputs = len(sheet.columns)
+    as_text = [c.index for c in sheet.columns if c.field] if typed else []
+    for sheet_row, marked, added in lines:
+        cells, carried = sheet_row.cells, sheet_row.values if typed else sheet_row.cells
+        if len(cells) < inputs or len(carried) < inputs:
+            cells, carried = cells + [""] * (inputs - len(cells)), carried + [""] * (inputs - len(carried))
+        values = carried[:inputs] + [None] * (width - inputs)
+        for index in as_text:
+            values[index] = cells[index]
+        for at, value in zip(places, added, strict=True):
+            values[at] = value
+        yield {places[i]: reason for i, reason in marked.items()}, values
+
+
+def write_annotated(path: Path, sheet: Sheet, names: Sequence[str], lines: Annotated, title: str,
+                    summary: Callable[[], list[list[Any]]] | None = None, format: str | None = None) -> None:
+    """Every input row with the columns `names` added, in the input's own format (xlsx for a workbook,
+    csv with the input's delimiter and encoding): what `eligibility`, `move` and `cleanup` write. In
+    xlsx the marked cells are filled and carry their reason as a note, and `summary`'s lines (asked
+    for once every row is written) make a Summary sheet. `lines` are read once, as they are written."""
+    format = format or ("csv" if sheet.format == "csv" else "xlsx")
+    headers, sources, places = _annotated_layout(sheet, names)
+    table = _annotated_table(sheet, lines, len(headers), places, typed=format == "xlsx")
+    if format == "xlsx":
+        text_columns = {position for position, source in enumerate(sources)
+                        if source is not None and sheet.columns[source].field in KEY_FIELDS}
+        hidden = frozenset(p for p, source in enumerate(sources) if source in sheet.hidden_columns)
+        with atomic(path) as temporary:
+            write_table(temporary, title, headers, {}, table, summary, text_columns, hidden)
+        return
+    style = sheet.csv_style
+    with atomic(path) as temporary, temporary.open("w", encoding=style.encoding if style else "utf-8",
+                                                   errors="replace", newline="") as out:
+        writer = csv.writer(out, delimiter=style.delimiter if style else ",", lineterminator="\r\n")
+        writer.writerow([protect(h) for h in headers])
+        writer.writerows(["" if v is None else protect(str(v)) for v in values] for _, values in table)
 
 
 def _kind_of(reason: str) -> str:
@@ -474,7 +549,7 @@ def fold_back(target: Path, sheet: Sheet, results: list[RowResult], read: Callab
                 row = replace(row, cells=cells, values=values)
                 result = replace(result, number=row.number, origin=result.row, cell_problems={})
             else:
-                result = RowResult(row.number, **_recorded(original, row))
+                result = RowResult(row.number, **recorded(original, row))
             statuses[result.status] += 1
             yield row, result
 
@@ -504,7 +579,7 @@ def _earlier_summary(path: Path) -> list[list[Any]]:
     return kept
 
 
-def _recorded(sheet: Sheet, row) -> dict[str, Any]:
+def recorded(sheet: Sheet, row) -> dict[str, Any]:
     """What a results file says of a row, read back from its own columns."""
     found: dict[str, Any] = {"status": ""}
     for column in sheet.columns:
