@@ -209,7 +209,7 @@ async def _send(intake: Intake, where: Target, args: argparse.Namespace) -> Resu
     try:
         return await onboarding.send(intake, where, out=_out(args), batch_size=args.batch_size,
                                      concurrency=args.concurrency, progress=args.progress, state=args.state,
-                                     custom_url=args.base_url is not None, say=_say)
+                                     custom_url=args.base_url is not None, enroll=args.enroll, say=_say)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
 
@@ -466,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="users or locations per batch request (default 100; halved on 413)")
     _concurrency_flag(run)
     run.add_argument("--dry-run", action="store_true", help="validate and print the plan; send nothing")
+    run.add_argument("--enroll", action="store_true",
+                     help="then enroll every registered user in the program (a user must be eligible; in the "
+                     "sandbox, a location inside a test area); an enrolled user is `exists`")
     run.add_argument("--test-area", type=int, choices=(1, 2), metavar="1|2",
                      help="sandbox: register every location at its own point inside the guide's test area 1 "
                      "(Svalbard) or 2 (Longyearbyen), so its user becomes eligible; refused for production")

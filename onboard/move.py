@@ -86,7 +86,7 @@ def sites_of(intake: Intake, rows: list[followup.Recorded], area: int | None) ->
     plan = intake.plan
     sites: dict[str, Site] = {}
     for row in rows:
-        if row.registered and row.location_id and row.user_id and row.location_id not in sites:
+        if _may_hold(row) and row.location_id and row.user_id and row.location_id not in sites:
             sites[row.location_id] = Site(row.user_id, row.location_id, None)
     if area is not None:
         for site, point in zip(sites.values(), areas.place(area, list(sites)), strict=True):
@@ -251,6 +251,12 @@ def _where(point: Point) -> str:
     return f"in test area {inside}" if inside else "outside the test areas"
 
 
+def _may_hold(row: followup.Recorded) -> bool:
+    """A registered row's site is there; a failed row's may be (what failed may be its device, or
+    its user's enrollment, which needs the site in a test area): each is read before it is moved."""
+    return row.registered or row.status == "failed"
+
+
 def _conclude(rows: list[followup.Recorded], sites: dict[str, Site]
               ) -> tuple[list[followup.Line], dict[str, dict[str, int]], list[str], list[str]]:
     """Each row's cells (a location's on every row of it), the counts, problems and notices."""
@@ -258,9 +264,9 @@ def _conclude(rows: list[followup.Recorded], sites: dict[str, Site]
 
     lines: list[followup.Line] = []
     for row in rows:
-        site = sites.get(row.location_id or "") if row.registered else None
+        site = sites.get(row.location_id or "") if _may_hold(row) else None
         if site is None:
-            why = "no site" if row.registered else f"not moved: the row's status is {row.status or 'empty'}"
+            why = "no site" if _may_hold(row) else f"not moved: the row's status is {row.status or 'empty'}"
             lines.append(({}, (why, None, None, None, None, None)))
             continue
         was, now = site.was or (None, None), site.now or (None, None)

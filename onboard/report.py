@@ -114,8 +114,9 @@ def origins(sheet: Sheet) -> dict[int, int]:
     return found
 
 
-def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResult]:
-    """One result per input row. Without a ledger (validate, dry run) valid rows are `valid`."""
+def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None, enrolled: bool = False) -> list[RowResult]:
+    """One result per input row. Without a ledger (validate, dry run) valid rows are `valid`; with
+    `enrolled`, a row's user's enrollment counts toward its status like its user, site and device."""
     results = []
     for row_plan in plan.rows:
         warnings = [w.message for w in row_plan.warnings]
@@ -133,7 +134,7 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResu
         if ledger is None:
             results.append(RowResult(row_plan.number, "valid", **ids, warnings="; ".join(warnings)))
             continue
-        status, error = _row_status(row_plan, ledger)
+        status, error = _row_status(row_plan, ledger, enrolled)
         for kind, entity_id in row_plan.entities():
             outcome = ledger.get(kind, entity_id)
             if outcome is not None:
@@ -144,10 +145,11 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResu
     return results
 
 
-def _row_status(row_plan: RowPlan, ledger: Ledger) -> tuple[str, str]:
+def _row_status(row_plan: RowPlan, ledger: Ledger, enrolled: bool = False) -> tuple[str, str]:
     """A refusal the API gave outweighs a row not reached; only a row with nothing refused and
     something not reached is `not sent` (the next run of the same command sends it)."""
-    outcomes = [ledger.get(kind, entity_id) for kind, entity_id in row_plan.entities()]
+    entities = row_plan.entities() + ([("enrollment", row_plan.user_id)] if enrolled else [])
+    outcomes = [ledger.get(kind, entity_id) for kind, entity_id in entities]
     invalid = [o for o in outcomes if o is not None and o.state == "invalid"]
     if invalid:
         return "invalid", invalid[-1].reason
@@ -433,7 +435,10 @@ def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger
               **extra: Any) -> dict[str, Any]:
     statuses = Counter(r.status for r in results)
     entities: dict[str, dict[str, int]] = {}
-    for kind, items in (("users", plan.users), ("locations", plan.locations), ("resources", plan.resources)):
+    kinds = [("users", plan.users), ("locations", plan.locations), ("resources", plan.resources)]
+    if ledger is not None and any(kind == "enrollment" for kind, _ in ledger.outcomes):
+        kinds.append(("enrollments", [u for u in plan.users if ledger.registered("user", u)]))
+    for kind, items in kinds:
         counts: Counter[str] = Counter()
         for entity_id in items:
             outcome = ledger.get(kind[:-1], entity_id) if ledger else None

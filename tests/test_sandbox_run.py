@@ -52,3 +52,31 @@ def test_test_areas_are_refused_for_production(capsys, tmp_path, monkeypatch):
         code, _, err = run(capsys, "run", SAMPLES / "customers.csv", "--out", tmp_path, "--test-area", "1", *how)
         assert code == 2 and "refused for production" in err and "nothing was sent" in err
     assert not (tmp_path / "customers.results.csv").exists()
+
+
+def test_enroll_enrolls_every_registered_user_once(capsys, tmp_path):
+    state = tmp_path / "e.sqlite"
+    code, out, err = run(capsys, "run", SAMPLES / "customers.csv", "--out", tmp_path, "--test-area", "2", "--enroll",
+                         *local(state))
+    assert code == 0, err
+    assert "enrollments 60 created, 0 exists, 0 failed" in out
+    with sqlite3.connect(state) as db:
+        assert db.execute("SELECT count(*) FROM enrollments").fetchone()[0] == 60
+    code, out, _ = run(capsys, "run", SAMPLES / "customers.csv", "--out", tmp_path, "--test-area", "2", "--enroll",
+                       *local(state))
+    assert code == 0 and "enrollments 0 created, 60 exists, 0 failed" in out and "125 exists" in out
+
+
+def test_enrolling_a_user_who_is_not_eligible_fails_its_rows_with_the_reason(capsys, tmp_path):
+    state = tmp_path / "e.sqlite"
+    assert run(capsys, "run", SAMPLES / "customers.csv", "--out", tmp_path, *local(state))[0] == 0
+    code, out, err = run(capsys, "run", SAMPLES / "customers.csv", "--out", tmp_path, "--enroll", *local(state))
+    assert code == 1 and "enrollments 0 created, 0 exists, 60 failed" in out
+    rows = read_csv(tmp_path / "customers.errors.csv")
+    assert len(rows) == 125 and "the API did not enroll user" in rows[0]["error"] and "eligible" in rows[0]["error"]
+    code, out, _ = run(capsys, "run", tmp_path / "customers.errors.csv", "--test-area", "2", "--enroll",
+                       *local(state))
+    assert "enrollments 0 created, 0 exists, 60 failed" in out, "registered sites are not moved by a run"
+    assert run(capsys, "move", tmp_path / "customers.results.csv", "--test-area", "2", *local(state))[0] == 0
+    code, out, _ = run(capsys, "run", tmp_path / "customers.errors.csv", "--enroll", *local(state))
+    assert code == 0 and "enrollments 60 created" in out, out
