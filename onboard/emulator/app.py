@@ -24,10 +24,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from onboard import areas, contract
-from onboard.emulator.faults import ConnectionDropped, EmulatorSettings, Faults
+from onboard import contract
+from onboard.emulator.faults import AnswerLost, EmulatorSettings, Faults
 from onboard.emulator.store import Enrollment, Location, Resource, Store
-from onboard.records import has_valid_check_digit
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -385,10 +384,14 @@ class Handlers:
 
     def _is_eligible(self, user_id: str) -> bool:
         """The guide's sandbox rule: a user is eligible while one of its locations lies in a test area."""
+        from onboard import areas  # shapely and numpy: imported by the first request that needs them
+
         return any(loc.latitude is not None and areas.which_area(loc.latitude, loc.longitude) is not None
                    for loc in self.store.locations_of(user_id))
 
     def _eligible_users(self) -> list[str]:
+        from onboard import areas
+
         boxes = [each.polygon.bounds for each in areas.all_areas().values()]
         positions = self.store.positions_within(boxes)
         found = areas.which_areas([p[1] for p in positions], [p[2] for p in positions])
@@ -435,6 +438,8 @@ class Handlers:
     def GetMpidEligibility(self, call: Call):
         """By the meter point id alone (18 digits, valid GS1 check digit): the spec ties it to no
         user or location, and the guide's test areas make users eligible, not meter points."""
+        from onboard.records import has_valid_check_digit
+
         mpid = call.params["mpid"]
         return 200, {"meterPointId": mpid, "isEligible": len(mpid) == 18 and has_valid_check_digit(mpid)}
 
@@ -491,7 +496,9 @@ class Emulator:
         self.handlers = Handlers(self.store)
         self.rng = random.Random(knobs.seed)
         self.prefix = contract.base_path()
-        self.routes = sorted((contract.operation(name) for name in IMPLEMENTED), key=lambda op: op.literal_rank)
+        self.routes: dict[int, list[tuple[int, contract.Operation]]] = {}  # by the number of segments
+        for op in sorted((contract.operation(name) for name in IMPLEMENTED), key=lambda op: op.literal_rank):
+            self.routes.setdefault(len(op.segments), []).append((op.literal_rank, op))
         self.stats: Counter[tuple[str, int]] = Counter()
         self.faults = Faults(self._serve, knobs, clock)
 
@@ -511,7 +518,7 @@ class Emulator:
             await send({"type": "lifespan.shutdown.complete"})
             return
         request = Request(scope, receive)
-        path = request.url.path
+        path = scope["path"]
         declared = request.headers.get("content-length", "")
         if declared.isdecimal() and int(declared) > self.knobs.max_body_bytes:
             response = Response(status_code=413)
@@ -549,18 +556,19 @@ class Emulator:
                     for s in raw_path.decode("latin-1")[len(self.prefix):].strip("/").split("/")]
         allowed: list[str] = []
         rank = None
-        for op in self.routes:
+        for literal_rank, op in self.routes.get(len(segments), ()):
             params = op.match(segments)
-            if params is None or (rank is not None and op.literal_rank > rank):
+            if params is None or (rank is not None and literal_rank > rank):
                 continue
-            rank = op.literal_rank
+            rank = literal_rank
             if op.method == method:
                 return op, params, allowed
             allowed.append(op.method)
         return None, {}, allowed
 
     async def _api(self, request: Request) -> Response:
-        op, params, allowed = self.route(request.scope.get("raw_path") or request.url.path.encode(), request.method)
+        op, params, allowed = self.route(request.scope.get("raw_path") or request.scope["path"].encode(),
+                                         request.method)
         if op is None:
             if allowed:
                 return Response(status_code=405, headers={"allow": ", ".join(sorted(set(allowed)))})
@@ -579,7 +587,8 @@ class Emulator:
         try:
             for name, value in params.items():
                 _check_text(value, name)
-            query = parse_qs(request.url.query, keep_blank_values=True, errors="surrogateescape")
+            query = parse_qs(request.scope["query_string"].decode("utf-8", "surrogateescape"), keep_blank_values=True,
+                             errors="surrogateescape")
             for name, values in query.items():
                 _check_text(name, "a query parameter name")
                 for value in values:
@@ -624,4 +633,4 @@ class QuietDrops(logging.Filter):
     """Uvicorn logs every dropped connection as a crash; a deliberate drop is not one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionDropped))
+        return not (record.exc_info and isinstance(record.exc_info[1], AnswerLost))
