@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import random
+import re
 import secrets
 import time
 import uuid
@@ -182,9 +183,22 @@ def _check_json(value: Any, where: str = "", depth: int = 0) -> None:
 # rules the schemas leave to the service
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode's control characters (Cc), C0, DEL and C1
+
+
+def _check_id_text(value: str, name: str, field: str = "") -> None:
+    """Refuse an ID holding a control character (a NUL, a line break, a tab, an escape): the
+    service's IDs end up in URLs, logs and spreadsheet cells, where such a character breaks or
+    hides what follows it. The tool refuses the same IDs in the sheet."""
+    if found := _CONTROL.search(value):
+        raise Refused(400, f"{name} holds a control character (U+{ord(found[0]):04X}): an ID cannot hold line breaks,"
+                           " tabs or other control characters", field or name)
+
+
 def _id(value: str, name: str) -> str:
     if not value.strip():
         raise Refused(400, f"{name} must not be empty", name)
+    _check_id_text(value, name)
     return value
 
 
@@ -195,6 +209,7 @@ def _location_from(body: dict, location_id: str, user_id: str, where: str = "") 
     for mpid in meter_point_ids:
         if not mpid.strip():
             raise Refused(400, f"{where}meterPointIds must not hold an empty id", "meterPointIds")
+        _check_id_text(mpid, f"{where}meterPointIds", "meterPointIds")
     coordinates = body.get("coordinates")
     latitude = longitude = None
     if coordinates is not None:
@@ -344,6 +359,8 @@ class Handlers:
         resource_id = _id(call.body["resourceId"], "resourceId")
         if call.body["resourceType"] == "Vehicle":
             raise Refused(400, "a Vehicle belongs to its user: register it with POST /users/{userId}/vehicles")
+        if call.body.get("meterPointId") is not None:
+            _check_id_text(call.body["meterPointId"], "meterPointId")
         self._owned_location(user_id, location_id)
         if self.store.resource(resource_id) is not None:
             raise Refused(400, f"Resource '{resource_id}' already exists", "resourceId")
@@ -587,6 +604,8 @@ class Emulator:
         try:
             for name, value in params.items():
                 _check_text(value, name)
+                if 400 in op.responses:  # elsewhere (two lookups, a meter point's eligibility) the answer for
+                    _check_id_text(value, name)  # an ID nobody can hold: 404, or not eligible
             query = parse_qs(request.scope["query_string"].decode("utf-8", "surrogateescape"), keep_blank_values=True,
                              errors="surrogateescape")
             for name, values in query.items():
