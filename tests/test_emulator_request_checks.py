@@ -104,16 +104,28 @@ def _finite(value: Any) -> bool:
     return True
 
 
-@pytest.mark.parametrize("name", REQUEST_SCHEMAS)
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-@given(data=st.data())
-def test_the_compiled_check_refuses_exactly_what_jsonschema_refuses(name, data):
+def _same_verdicts(name: str, data: st.DataObject) -> None:
     body = bodies(data, contract.schema(name))
     valid = contract.request_validator(name).is_valid(body)
     assert (contract.request_problems(name, body) == []) == valid
     fits = contract._request_fits(name)
     if fits is not None and _finite(body):
         assert fits.is_valid(body) == valid, body
+
+
+@pytest.mark.parametrize("name", REQUEST_SCHEMAS)
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_the_compiled_check_refuses_exactly_what_jsonschema_refuses(name, data):
+    _same_verdicts(name, data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REQUEST_SCHEMAS)
+@settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_the_compiled_check_refuses_exactly_what_jsonschema_refuses_thoroughly(name, data):
+    _same_verdicts(name, data)
 
 
 def test_every_request_the_emulator_serves_has_a_compiled_check():
@@ -162,7 +174,7 @@ SYNTHETIC = {
 }
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_read_only_nullable_and_formats_mean_what_the_openapi_validator_makes_of_them(data):
     body = bodies(data, SYNTHETIC)

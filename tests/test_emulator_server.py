@@ -126,3 +126,16 @@ def test_a_busy_port_is_a_clear_message(tmp_path):
         done = subprocess.run([sys.executable, "-m", "onboard", "emulator", "--port", str(port), "--state",
                                str(tmp_path / "s.sqlite")], capture_output=True, text=True, timeout=30)
     assert done.returncode == 2 and "choose another --port" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_served_emulator_parses_http_with_httptools():
+    """uvicorn's default (`http="auto"`) takes httptools when it is installed, as the package
+    declares it: a fifth less emulator CPU per request than h11 under the benchmark's load."""
+    import uvicorn
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from onboard.emulator import EmulatorSettings, Store, create_app
+
+    config = uvicorn.Config(create_app(EmulatorSettings(), Store()), lifespan="off")
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol
