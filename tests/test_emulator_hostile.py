@@ -430,3 +430,25 @@ def test_the_emulator_keeps_serving_after_clients_vanish_mid_body(serve):
     _stop(proc)
     assert "Traceback" not in stderr.read_text()
     assert len(lines) == 3 and all("hung up before POST /connect/token" in line for line in lines), lines
+
+
+@pytest.mark.anyio
+async def test_raw_bytes_that_are_not_utf8_in_a_query_are_a_400_not_a_crash(emulator):
+    """A query string as the server hands it over, not percent-encoded (a client cannot send this
+    through httpx, which encodes it)."""
+    app, api = emulator
+    path = f"{API}/users"
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"page=\xed\xa0\x80", "root_path": "",
+             "headers": [(b"host", b"emulator"), (b"authorization", api.headers["Authorization"].encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 400 and b"not valid text" in sent[1]["body"]
