@@ -56,6 +56,23 @@ def location_body(location: Location) -> dict[str, Any]:
     return body
 
 
+def coordinates_body(latitude: float, longitude: float) -> dict[str, Any]:
+    """A PATCH that moves a location and changes nothing else (the guide's "Move Locations")."""
+    return {"coordinates": {"latitude": latitude, "longitude": longitude}}
+
+
+def without_coordinates_body(held: dict[str, Any]) -> dict[str, Any]:
+    """A PUT of a location as the API holds it (`held`, a GET's answer) but for its coordinates: the
+    spec's PATCH cannot remove them (its `coordinates` is not nullable, and an absent field is left
+    as it was), a PUT replaces the location with what its body holds."""
+    body: dict[str, Any] = {"locationId": held["locationId"]}
+    if held.get("locationType"):
+        body["locationType"] = held["locationType"]
+    if held.get("meterPointIds"):
+        body["meterPointIds"] = list(held["meterPointIds"])
+    return body
+
+
 def resource_body(resource: Resource) -> dict[str, Any]:
     body: dict[str, Any] = {"resourceId": resource.id, "resourceType": resource.resource_type}
     if resource.meter_point_id and not resource.is_vehicle:
@@ -617,6 +634,39 @@ class Api:
 
     async def resources_of(self, user_id: str) -> Answer:
         return await self.call("GetResourcesForUser", userId=user_id)
+
+    async def resources_at(self, user_id: str, location_id: str) -> Answer:
+        return await self.call("GetLocationBoundResources", userId=user_id, locationId=location_id)
+
+    # what the commands after a run ask: moving, the SPARK program, cleaning up
+
+    async def patch_location(self, user_id: str, location_id: str, body: dict[str, Any]) -> Answer:
+        """Only the fields in `body` change (`coordinates_body` moves a location)."""
+        return await self.call("PatchLocation", json=body, userId=user_id, locationId=location_id)
+
+    async def put_location(self, user_id: str, location_id: str, body: dict[str, Any]) -> Answer:
+        return await self.call("UpdateLocation", json=body, userId=user_id, locationId=location_id)
+
+    async def enroll(self, user_id: str) -> Answer:
+        return await self.call("PostUserEnrollment", userId=user_id)
+
+    async def enrollment(self, user_id: str) -> Answer:
+        return await self.call("GetUserEnrollmentByUserId", userId=user_id)
+
+    async def user_eligibility(self, user_id: str) -> Answer:
+        return await self.call("GetUserEligibilityByUserId", userId=user_id)
+
+    async def meter_eligibility(self, meter_point_id: str) -> Answer:
+        return await self.call("GetMpidEligibility", mpid=meter_point_id)
+
+    async def delete_user(self, user_id: str) -> Answer:
+        return await self.call("DeleteUserById", userId=user_id)
+
+    async def delete_location(self, user_id: str, location_id: str) -> Answer:
+        return await self.call("DeleteLocation", userId=user_id, locationId=location_id)
+
+    async def delete_resource(self, resource_id: str) -> Answer:
+        return await self.call("DeleteResourceById", resourceId=resource_id)
 
 
 def _documented(op: contract.Operation, response: httpx.Response) -> tuple[Any, str]:

@@ -7,9 +7,9 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from onboard import __version__
 from onboard.errors import ConfigError, OnboardError, UsageError, printable
@@ -19,6 +19,7 @@ from onboard.settings import ENVIRONMENTS
 # pay for the HTTP client, the emulator or the workbook writers.
 if TYPE_CHECKING:
     from onboard.emulator.faults import EmulatorSettings
+    from onboard.followup import FollowUp
     from onboard.journal import Progress
     from onboard.onboarding import Intake, Result
     from onboard.plan import Plan
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from onboard.sheet import Sheet
 
 SHOWN_PROBLEMS = 10
+T = TypeVar("T")
 
 
 def _knob_flags(parser: argparse.ArgumentParser) -> None:
@@ -207,7 +209,7 @@ async def _send(intake: Intake, where: Target, args: argparse.Namespace) -> Resu
     try:
         return await onboarding.send(intake, where, out=_out(args), batch_size=args.batch_size,
                                      concurrency=args.concurrency, progress=args.progress, state=args.state,
-                                     custom_url=args.base_url is not None, say=_say)
+                                     custom_url=args.base_url is not None, enroll=args.enroll, say=_say)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
 
@@ -217,11 +219,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from onboard import onboarding
 
+    where = None if args.dry_run else onboarding.target(args.env, args.base_url, args.token_url)
+    if args.test_area and where is not None:
+        onboarding.refuse_production(where, "--test-area")
     intake = _read(args)
+    if args.test_area:
+        onboarding.place_in_test_area(intake, args.test_area)
     if args.dry_run:
         print(_describe_plan(intake.plan, args.batch_size))
         return _show(onboarding.validated(intake, _out(args)))
-    where = onboarding.target(args.env, args.base_url, args.token_url)
     _confirm_production(args, where, intake.plan)
     return _show(asyncio.run(_send(intake, where, args)))
 
@@ -260,6 +266,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
+def _command_of(journal: Path) -> str:
+    """The command a journal is of: `run`'s is `<stem>.journal.sqlite`, a later command's
+    `<stem>.<command>.journal.sqlite`."""
+    from onboard.report import JOURNALLED
+
+    command = journal.name.removesuffix(".journal.sqlite").rpartition(".")[2]
+    return command if command in JOURNALLED else "run"
+
+
 def _show_run(run: Progress, path: Path, source: Path | None) -> None:
     state = (f"running (pid {run.running_pid})" if run.running_pid else
              {"open": "interrupted", "closed": "finished", "abandoned": "abandoned"}.get(run.state, run.state))
@@ -276,8 +291,105 @@ def _show_run(run: Progress, path: Path, source: Path | None) -> None:
             print(f"  {kind:<10} {sum(settled.values()):>7} of {total} settled"
                   + (f" ({detail})" if detail else "") + sent)
         if not run.running_pid:
-            print(f"  run the same `onboard run {Path(run.input).name} ...` command again to resume")
+            print(f"  run the same `onboard {_command_of(path)} {Path(run.input).name} ...` command again to resume")
     print(f"  journal: {path}")
+
+
+# the commands that follow a run: the work is in their own modules; here it is only rendered
+
+
+async def _stoppable(work: Awaitable[T]) -> T:
+    """`work`, with SIGTERM stopping it as Ctrl-C does."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
+    try:
+        return await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _show_follow_up(result: FollowUp) -> int:
+    """Say what a command after a run did; exit 1 when something did not go as asked."""
+    where = f"{result.outputs.results}" if result.outputs is not None else "the output"
+    for notices, stream in ((result.notices, sys.stdout), (result.problems, sys.stderr)):
+        for line in notices[:SHOWN_PROBLEMS]:
+            print(printable(f"  {line}"), file=stream)
+        if len(notices) > SHOWN_PROBLEMS:
+            print(f"  ... and {len(notices) - SHOWN_PROBLEMS} more in {where}", file=stream)
+    summary = result.summary
+    print(f"{_rows(summary['rows'])}" + (f" ({summary['to']})" if summary.get("to") else "")
+          + (", dry run: nothing deleted" if summary.get("dry_run") else ""))
+    for kind, counts in summary["counts"].items():
+        print(f"  {kind + ':':<15}" + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    if "requests" in summary:
+        print(f"{summary['requests']} requests in {summary['seconds']} s")
+    if result.outputs is not None:
+        width = max(len(result.command) + 1, len("summary:")) + 1
+        print(f"  {result.command + ':':<{width}}{result.outputs.results}")
+        print(f"  {'summary:':<{width}}{result.outputs.summary}")
+    code = 1 if result.problems else 0
+    if result.stopped is not None:
+        _say(str(result.stopped))
+        code = max(code, result.stopped.exit_code)
+    return code
+
+
+def cmd_eligibility(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from onboard import onboarding
+    from onboard.eligibility import eligibility
+
+    mapping = onboarding.mapping_of(args.mapping, args.map or [], args.map_value or [])
+    intake = onboarding.read(Path(args.input), mapping=mapping, sheet=args.sheet, where=args.where or [],
+                             strict_meter_ids=args.strict_meter_ids)
+    where = onboarding.target(args.env, args.base_url, args.token_url)
+    for notice in intake.notices:
+        _say(notice)
+    return _show_follow_up(asyncio.run(_stoppable(eligibility(
+        intake, where, out=_out(args), concurrency=args.concurrency, progress=args.progress, state=args.state,
+        custom_url=args.base_url is not None, say=_say))))
+
+
+def _read_results(args: argparse.Namespace) -> Intake:
+    """A results file, read and planned as `run` reads it (with the mapping its run had), no print-out."""
+    from onboard import onboarding
+
+    mapping = onboarding.mapping_of(args.mapping, args.map or [], args.map_value or [])
+    return onboarding.read(Path(args.input), mapping=mapping, sheet=args.sheet)
+
+
+def cmd_move(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from onboard import onboarding
+    from onboard.move import move, refuse_production
+
+    refuse_production(args.env, args.base_url)
+    where = onboarding.target(args.env, args.base_url, args.token_url)
+    intake = _read_results(args)
+    return _show_follow_up(asyncio.run(_stoppable(move(
+        intake, where, area=args.test_area, restore=args.restore, out=_out(args), concurrency=args.concurrency,
+        progress=args.progress, state=args.state, custom_url=args.base_url is not None, say=_say))))
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from onboard import onboarding
+    from onboard import sheet as sheets
+    from onboard.cleanup import cleanup, refuse_production
+
+    refuse_production(args.env, args.base_url, args.yes, args.dry_run)
+    where = onboarding.target(args.env, args.base_url, args.token_url)
+    results = sheets.read(Path(args.input), args.sheet)
+    return _show_follow_up(asyncio.run(_stoppable(cleanup(
+        results, where, out=_out(args), dry_run=args.dry_run, keep_users=args.keep_users, yes=args.yes,
+        concurrency=args.concurrency, progress=args.progress, state=args.state, custom_url=args.base_url is not None,
+        say=_say))))
 
 
 def cmd_template(args: argparse.Namespace) -> int:
@@ -309,12 +421,33 @@ def _input_flags(parser: argparse.ArgumentParser) -> None:
                         help="progress bars on stderr (default: when stderr is a terminal)")
 
 
+def _results_flags(parser: argparse.ArgumentParser, mapped: bool = True) -> None:
+    """RESULTS and where the outputs go; `mapped`: the sheet's own fields are read too (the
+    coordinates), so the run's mapping applies."""
+    parser.add_argument("input", metavar="RESULTS", help="the results file a run wrote (<stem>.results.xlsx or .csv)")
+    parser.add_argument("--out", metavar="DIR", help="folder for the outputs (default: the results file's folder)")
+    parser.add_argument("--sheet", metavar="NAME", help="the workbook's sheet to read (default: the first)")
+    if mapped:
+        parser.add_argument("--map", action="append", metavar='"HEADER=field"',
+                            help="as for the run that wrote the results file (repeatable)")
+        parser.add_argument("--map-value", action="append", metavar='"field:WORD=value"',
+                            help="as for the run that wrote the results file (repeatable)")
+        parser.add_argument("--mapping", metavar="FILE", help="as for the run that wrote the results file")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress bars on stderr (default: when stderr is a terminal)")
+
+
 def _api_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", choices=ENVIRONMENTS, default="sandbox",
                         help="which API: the vendor's sandbox (default), production, or the local emulator")
     parser.add_argument("--base-url", metavar="URL", help="the API's base URL, overriding --env")
     parser.add_argument("--token-url", metavar="URL", help="the OAuth2 token endpoint")
     parser.add_argument("--state", metavar="FILE", help="--env local: the emulator's SQLite state file")
+
+
+def _concurrency_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--concurrency", type=_positive, default=16, metavar="N",
+                        help="most requests in flight (default 16; lowered on 429)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -331,9 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
     _api_flags(run)
     run.add_argument("--batch-size", type=_positive, default=100, metavar="N",
                      help="users or locations per batch request (default 100; halved on 413)")
-    run.add_argument("--concurrency", type=_positive, default=16, metavar="N",
-                     help="most requests in flight (default 16; lowered on 429)")
+    _concurrency_flag(run)
     run.add_argument("--dry-run", action="store_true", help="validate and print the plan; send nothing")
+    run.add_argument("--enroll", action="store_true",
+                     help="then enroll every registered user in the program (a user must be eligible; in the "
+                     "sandbox, a location inside a test area); an enrolled user is `exists`")
+    run.add_argument("--test-area", type=int, choices=(1, 2), metavar="1|2",
+                     help="sandbox: register every location at its own point inside the guide's test area 1 "
+                     "(Svalbard) or 2 (Longyearbyen), so its user becomes eligible; refused for production")
     run.add_argument("--yes", action="store_true", help="do not ask before writing to production")
     run.set_defaults(handler=cmd_run)
 
@@ -350,6 +488,47 @@ def build_parser() -> argparse.ArgumentParser:
     template.add_argument("output", metavar="OUT", help="OUT.xlsx or OUT.csv")
     template.add_argument("--force", action="store_true", help="replace OUT if it exists")
     template.set_defaults(handler=cmd_template)
+
+    eligibility = commands.add_parser(
+        "eligibility", help="ask which meter points and users are eligible for the SPARK program, and who is enrolled",
+        description="Ask the API, once per distinct value and concurrently, whether each meter point id is eligible "
+        "(GET /meters/{mpid}/eligible) and each user eligible and enrolled (GET /users/{userId}/eligibility, "
+        "/enrollment); write <stem>.eligibility.<ext>: every row with eligible (yes, no, or mixed for a cell of "
+        "several ids), user_eligible and enrolled. Sends no writes.")
+    _input_flags(eligibility)
+    _api_flags(eligibility)
+    _concurrency_flag(eligibility)
+    eligibility.set_defaults(handler=cmd_eligibility)
+
+    move = commands.add_parser(
+        "move", help="move the locations of a results file into a sandbox test area, or back",
+        description="Move every location of an earlier results file into one of the sandbox's test areas "
+        "(PATCH /users/{userId}/locations/{locationId}, only coordinates in the body; each location at its own point, "
+        "the same on every run), or back to the coordinates in the sheet (--restore). Writes <stem>.move.<ext>: per "
+        "row, where the location was and where it is now. Refused for production.")
+    _results_flags(move)
+    where_to = move.add_mutually_exclusive_group(required=True)
+    where_to.add_argument("--test-area", type=_positive, metavar="N", help="the guide's test area: 1 or 2")
+    where_to.add_argument("--restore", action="store_true",
+                          help="back to the sheet's coordinates; a site the sheet gave none has them removed")
+    _api_flags(move)
+    _concurrency_flag(move)
+    move.set_defaults(handler=cmd_move)
+
+    cleanup = commands.add_parser(
+        "cleanup", help="delete what a results file says this tool created (a rehearsal's users, sites, devices)",
+        description="Delete what an earlier results file says this tool created: resources, then locations, then "
+        "users; never what a row says existed before (status exists), nor a location or user still holding anything "
+        "else. Writes <stem>.cleanup.<ext>: per row, what was deleted. Resumable; an entity already gone is `gone`. "
+        "Sandbox and local by default; production only with --env production --yes.")
+    _results_flags(cleanup, mapped=False)
+    cleanup.add_argument("--dry-run", action="store_true",
+                         help="delete nothing; say what would go, in <stem>.cleanup-dry-run.<ext>")
+    cleanup.add_argument("--keep-users", action="store_true", help="delete resources and locations, keep users")
+    cleanup.add_argument("--yes", action="store_true", help="with --env production: confirm deleting there")
+    _api_flags(cleanup)
+    _concurrency_flag(cleanup)
+    cleanup.set_defaults(handler=cmd_cleanup)
 
     status = commands.add_parser("status", help="how far a running or interrupted import has come",
                                  description="Show the progress kept in a run's journal.")

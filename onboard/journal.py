@@ -5,8 +5,9 @@ to another file or environment. While a run is open it holds what discovery foun
 were sent (written before the request leaves) and every settled outcome. A run that reaches its
 end is closed: the next run of the same input is a new run.
 
-A journal is only used when it is whole and this tool's; anything else at its path (another
-program's database, another version's journal, a damaged file) is refused with what to do.
+A journal is only used when it is whole and this tool's, down to each value's type and shape;
+anything else at its path (another program's database, another version's journal, a damaged file,
+a value edited by hand) is refused with what to do.
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def journal_path(outputs_folder: Path, source: Path) -> Path:
-    return outputs_folder / f"{source.stem}.journal.sqlite"
+def journal_path(outputs_folder: Path, source: Path, command: str | None = None) -> Path:
+    """`<stem>.journal.sqlite` for `run`; a command that follows a run keeps its own journal,
+    `<stem>.<command>.journal.sqlite` (`cleanup`, `move`), so it never touches the run's."""
+    return outputs_folder / f"{source.stem}{f'.{command}' if command else ''}.journal.sqlite"
 
 
 def _unusable(path: Path, why: str) -> ConfigError:
@@ -104,10 +107,76 @@ def _recognise(db: sqlite3.Connection, path: Path) -> bool:
     if not tables:
         return True
     if tables == _journal_tables():
+        _check_values(db, path)
         return False
     if tables.keys() & _journal_tables().keys():
         raise _unusable(path, "was written by another version of onboard")
     raise _unusable(path, f"is not an onboard journal (it is a database of tables {', '.join(sorted(tables))})")
+
+
+def _a_plan(value: object) -> bool:
+    return isinstance(value, dict) and all(type(n) is int and n >= 0 for n in value.values())
+
+
+def _warnings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(w, str) for w in value)
+
+
+_A_TIME = "typeof({0}) IN ('real', 'integer') AND {0} BETWEEN 0 AND 1e11"
+"""Seconds since 1970, as time.time() gives them; within what time.localtime() can show."""
+
+_VALUES = {
+    "runs": ("'run ' || id", {
+        "input_sha256": "typeof(input_sha256) = 'text' AND length(input_sha256) = 64",
+        "input": "typeof(input) = 'text' AND input != ''",
+        "base_url": "typeof(base_url) = 'text'",
+        "state": "typeof(state) = 'text' AND state IN ('open', 'closed', 'abandoned')",
+        "started": _A_TIME.format("started"),
+        "finished": f"finished IS NULL OR {_A_TIME.format('finished')}",
+        "discovered": "typeof(discovered) = 'integer' AND discovered IN (0, 1)",
+        "planned": "typeof(planned) = 'text'",
+        "pid": "typeof(pid) IN ('integer', 'null')",
+    }),
+    "entities": ("'run ' || quote(run) || ', ' || quote(kind) || ' ' || quote(id)", {
+        "run": "typeof(run) = 'integer'",
+        "kind": "typeof(kind) = 'text'",
+        "id": "typeof(id) = 'text'",
+        "state": "typeof(state) = 'text'",
+        "reason": "typeof(reason) = 'text'",
+        "warnings": "typeof(warnings) = 'text'",
+        "updated": _A_TIME.format("updated"),
+    }),
+}
+"""What each column of a whole journal holds, as a rule that is true or false (never NULL). SQLite
+keeps whatever a column is given (a time `'yesterday'`), so a journal edited by hand, or by another
+program, is checked value by value."""
+
+_JSON = {("runs", "planned"): _a_plan, ("entities", "warnings"): _warnings}
+"""The columns holding JSON, and the shape of what they hold; checked in Python, once for each
+different text (a million entities share a handful of warnings)."""
+
+
+def _check_values(db: sqlite3.Connection, path: Path) -> None:
+    """Every value of the journal has the type and shape this module writes, so no run and no
+    `status` meets one it cannot use; the first value amiss is named."""
+    for table, (key, columns) in _VALUES.items():
+        whole = " AND ".join(f"({rule})" for rule in columns.values())
+        bad = " ".join(f"WHEN NOT ({rule}) THEN '{column}'" for column, rule in columns.items())
+        value = " ".join(f"WHEN '{column}' THEN quote({column})" for column in columns)
+        found = db.execute(f"SELECT {key}, bad, substr(CASE bad {value} END, 1, 40) FROM (SELECT *, CASE {bad} END "
+                           f"AS bad FROM {table} WHERE NOT ({whole}) LIMIT 1)").fetchone()
+        if found:
+            raise _unusable(path, f"holds a value it cannot read ({found[0]}: {found[1]} is {found[2]})")
+    for (table, column), fits in _JSON.items():
+        for (text,) in db.execute(f"SELECT DISTINCT {column} FROM {table}"):
+            try:
+                fit = fits(json.loads(text))
+            except (ValueError, RecursionError):
+                fit = False
+            if not fit:
+                where = db.execute(f"SELECT {_VALUES[table][0]}, substr(quote({column}), 1, 40) FROM {table} "
+                                   f"WHERE {column} = ? LIMIT 1", (text,)).fetchone()
+                raise _unusable(path, f"holds a value it cannot read ({where[0]}: {column} is {where[1]})")
 
 
 def _tables(db: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
@@ -179,15 +248,14 @@ class Journal:
 
     # what a resumed run starts from
 
-    def outcomes(self) -> Iterator[tuple[str, str, Outcome]]:
-        """Settled outcomes worth keeping: registered entities and refusals the API gave."""
+    def outcomes(self, states: Sequence[str] = ("created", "exists", "failed")) -> Iterator[tuple[str, str, Outcome]]:
+        """Settled outcomes worth keeping: by default (a `run`'s) registered entities and refusals the
+        API gave; a command's own journal names its own (`deleted`, `gone`, `moved`, ...)."""
+        marks = ", ".join("?" * len(states))
         rows = self._db.execute("SELECT kind, id, state, reason, warnings FROM entities"
-                                " WHERE run = ? AND state IN ('created', 'exists', 'failed')", (self.run,))
+                                f" WHERE run = ? AND state IN ({marks})", (self.run, *states))
         for kind, entity_id, state, reason, warnings in rows:
-            try:
-                yield kind, entity_id, Outcome(state, reason, tuple(json.loads(warnings)))
-            except (ValueError, TypeError):
-                raise _unusable(self.path, "holds an entry it cannot read") from None
+            yield kind, entity_id, Outcome(state, reason, tuple(json.loads(warnings)))
 
     def uncertain(self) -> set[tuple[str, str]]:
         """Entities sent without an answer kept: the write may have happened."""
@@ -328,22 +396,12 @@ def progress(path: Path) -> list[Progress]:
             updated = db.execute("SELECT max(updated) FROM entities WHERE run = ?", (run,)).fetchone()[0]
             running = pid if state == "open" and lock_owner == pid else None
             found.append(Progress(source, base_url, state, running, started, finished, updated,
-                                  _planned(path, planned), done))
+                                  json.loads(planned), done))
         return found
     except sqlite3.Error as exc:
         raise _unusable(path, f"cannot be read ({exc})") from None
     finally:
         db.close()
-
-
-def _planned(path: Path, text: str) -> dict[str, int]:
-    try:
-        planned = json.loads(text)
-    except (ValueError, TypeError):
-        planned = None
-    if not isinstance(planned, dict):
-        raise _unusable(path, "holds a run it cannot read")
-    return planned
 
 
 def recorded_input(path: Path) -> Path | None:

@@ -266,6 +266,40 @@ def validated(intake: Intake, out: str | os.PathLike | None = None) -> Result:
     return result
 
 
+# sandbox test areas
+
+
+def refuse_production(where: Target, what: str) -> None:
+    """Steps the vendor's guide gives for the sandbox only never reach production."""
+    from onboard.errors import UsageError
+
+    if where.production:
+        raise UsageError(f"{what} is for the sandbox (the guide's test areas): refused for production "
+                         f"({where.shown_base_url}); nothing was sent")
+
+
+def place_in_test_area(intake: Intake, number: int) -> None:
+    """Give every planned location its own point inside test area `number` (one per location ID,
+    the same for the same sheet), keeping its meter point ids; each row says where it went."""
+    from dataclasses import replace
+
+    from onboard import areas
+    from onboard.records import Coordinates, Problem
+
+    plan = intake.plan
+    ids = sorted(plan.locations)
+    points = dict(zip(ids, areas.place(number, ids), strict=True))
+    for location_id, (latitude, longitude) in points.items():
+        plan.locations[location_id] = replace(plan.locations[location_id],
+                                              coordinates=Coordinates(latitude, longitude))
+    name = areas.area(number).name
+    for row in plan.rows:
+        if row.location_id in points and row.valid:
+            latitude, longitude = points[row.location_id]
+            row.warn(Problem("latitude", f"placed in test area {number} ({name}) at {latitude}, {longitude}: "
+                                         "the sheet's own coordinates, if any, are not sent"))
+
+
 # sending
 
 
@@ -279,11 +313,14 @@ def target(env: str = "sandbox", base_url: str | None = None, token_url: str | N
 
 async def send(intake: Intake, where: Target, *, out: str | os.PathLike | None = None, batch_size: int = 100,
                concurrency: int = 16, progress: bool | None = None, state: str | os.PathLike | None = None,
-               custom_url: bool = False, say: Callable[[str], None] = lambda text: None) -> Result:
+               custom_url: bool = False, enroll: bool = False,
+               say: Callable[[str], None] = lambda text: None) -> Result:
     """Register the intake's plan at `where` and describe what happened. With `out`, the outputs and
     the journal are written there, and an interrupted run of the same sheet resumes; without it the
     run keeps its progress in memory. Refused credentials raise before anything is sent; the API
-    stopping part-way (or a cancellation) ends the run with `Result.stopped` set."""
+    stopping part-way (or a cancellation) ends the run with `Result.stopped` set. With `enroll`, every
+    registered user is then enrolled in the program (a user must be eligible: in the sandbox, a
+    location inside a test area)."""
     from onboard import api, report
     from onboard.pipeline import BatchSize, Ledger, Run, stop_everything
     from onboard.settings import Tuning, load
@@ -308,6 +345,8 @@ async def send(intake: Intake, where: Target, *, out: str | os.PathLike | None =
             async with api.connect(where, concurrency, tuning, emulator_knobs=knobs, stats=stats) as client:
                 await client.sign_in()
                 await Run(client, plan, ledger, batch, concurrency, show_progress=progress)()
+                if enroll:
+                    await _enroll(client, plan, ledger, concurrency, progress)
         except OnboardError as exc:
             if not stats.token_fetches:
                 if journal is not None:
@@ -318,7 +357,7 @@ async def send(intake: Intake, where: Target, *, out: str | os.PathLike | None =
             stopped = Interrupted("interrupted: what is done is kept; run the same command again to resume")
         if stopped is not None:
             stop_everything(plan, ledger, f"not sent: {stopped}")
-        results = report.row_results(sheet, plan, ledger)
+        results = report.row_results(sheet, plan, ledger, enrolled=enroll)
         summary = summarise(
             intake, results, ledger, started=intake.started, finished=now(),
             environment="custom" if custom_url and not where.local else where.env,
@@ -341,6 +380,17 @@ async def send(intake: Intake, where: Target, *, out: str | os.PathLike | None =
         if journal is not None:
             journal.release()
     return result
+
+
+async def _enroll(client: Any, plan: Plan, ledger: Any, concurrency: int, progress: bool | None) -> None:
+    from tqdm.auto import tqdm
+
+    from onboard import enrollment
+
+    users = enrollment.pending(plan, ledger)
+    with tqdm(total=len(users), desc="enrollments", unit="user",
+              disable=None if progress is None else not progress) as bar:
+        await enrollment.enroll(client, users, ledger, concurrency, tick=lambda: bar.update(1))
 
 
 def _journal(intake: Intake, where: Target, knobs: Any, outputs: Outputs | None):
@@ -376,19 +426,20 @@ def run(source: Any, env: str = "sandbox", base_url: str | None = None, token_ur
         batch_size: int = 100, concurrency: int = 16, progress: bool | None = None, *,
         mapping: Mapping | dict | str | os.PathLike | None = None, sheet: str | None = None,
         where: Iterable[str] = (), strict_meter_ids: bool = False, state: str | os.PathLike | None = None,
-        name: str | None = None) -> Result:
+        name: str | None = None, test_area: int | None = None, enroll: bool = False) -> Result:
     """Register a sheet's customers, sites and devices in the Energy Coordination API.
 
     `env` is "sandbox", "production" or "local" (the emulator, in-process; `state` is its SQLite
     file). Credentials come from the arguments, else SPARK_CLIENT_ID / SPARK_CLIENT_SECRET in the
     environment or a `.env` file. With `out`, the outputs and the journal are written there and an
-    interrupted run resumes, as on the command line.
+    interrupted run resumes, as on the command line. `test_area` (1 or 2, the sandbox's) places every
+    location at its own point inside that test area; `enroll` then enrolls every registered user.
 
     Inside a running event loop (a Jupyter cell), the run goes on in a worker thread with a loop of
     its own, and this call waits for it; `await onboard.run_async(...)` runs in the caller's loop."""
     coroutine = run_async(source, env, base_url, token_url, client_id, client_secret, out, batch_size, concurrency,
                           progress, mapping=mapping, sheet=sheet, where=where, strict_meter_ids=strict_meter_ids,
-                          state=state, name=name)
+                          state=state, name=name, test_area=test_area, enroll=enroll)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -402,12 +453,17 @@ async def run_async(source: Any, env: str = "sandbox", base_url: str | None = No
                     out: str | os.PathLike | None = None, batch_size: int = 100, concurrency: int = 16,
                     progress: bool | None = None, *, mapping: Mapping | dict | str | os.PathLike | None = None,
                     sheet: str | None = None, where: Iterable[str] = (), strict_meter_ids: bool = False,
-                    state: str | os.PathLike | None = None, name: str | None = None) -> Result:
+                    state: str | os.PathLike | None = None, name: str | None = None,
+                    test_area: int | None = None, enroll: bool = False) -> Result:
     """`run`, in the caller's event loop."""
     where_to = target(env, base_url, token_url, client_id, client_secret)
+    if test_area is not None:
+        refuse_production(where_to, "test_area")
     intake = read(source, mapping=mapping, sheet=sheet, where=where, strict_meter_ids=strict_meter_ids, name=name)
+    if test_area is not None:
+        place_in_test_area(intake, test_area)
     return await send(intake, where_to, out=out, batch_size=batch_size, concurrency=concurrency, progress=progress,
-                      state=state, custom_url=base_url is not None)
+                      state=state, custom_url=base_url is not None, enroll=enroll)
 
 
 # words

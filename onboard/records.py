@@ -364,9 +364,20 @@ def check_cells(number: int, cells: dict[str, Cell], strict_meter_ids: bool = Fa
         row = _ROW.validate_python(cells, context=context)
     except ValidationError as exc:
         problems = [Problem(str(e["loc"][0]), e["msg"]) for e in exc.errors()]
-    text = {name: _text(cells.get(name)) for name in FIELDS}
-    kind = resolve("resource_type", text["resource_type"]) if text["resource_type"] else None
-    problems += _row_rules({name: value is not None for name, value in text.items()}, kind)
+    if row is not None:  # every filled cell gave a value: the row's own values say what is filled
+        kind = row.resource_type
+        problems += _row_rules({name: getattr(row, name) not in (None, ()) for name in FIELDS}, kind)
+        slot = None
+        if kind and not row.resource_ref and not row.resource_id:
+            slot = _device_slot({name: _text(cells.get(name)) for name in FIELDS}, kind)
+        unknown: tuple[tuple[str, str], ...] = ()
+    else:
+        text = {name: _text(cells.get(name)) for name in FIELDS}
+        kind = resolve("resource_type", text["resource_type"]) if text["resource_type"] else None
+        problems += _row_rules({name: value is not None for name, value in text.items()}, kind)
+        slot = _device_slot(text, kind)
+        unknown = tuple((name, text[name]) for name in ("location_type", "resource_type")
+                        if text[name] and resolve(name, text[name]) is None)
     warnings = context["warnings"]
     if row and row.resource_type == "Vehicle" and row.resource_meter_point_id:
         warnings.append(Problem("resource_meter_point_id",
@@ -374,10 +385,7 @@ def check_cells(number: int, cells: dict[str, Cell], strict_meter_ids: bool = Fa
                                 "vehicles without one"))
     if row and row.location_type and not row.has_location:
         warnings.append(Problem("location_type", "location_type is ignored: the row describes no site"))
-    unknown = tuple((name, text[name]) for name in ("location_type", "resource_type")
-                    if text[name] and resolve(name, text[name]) is None)
-    return Checked(number, None if problems else row, problems or (), warnings or (), _device_slot(text, kind),
-                   unknown=unknown)
+    return Checked(number, None if problems else row, problems or (), warnings or (), slot, unknown=unknown)
 
 
 def _device_slot(text: dict[str, str | None], kind: str | None) -> tuple[str, ...] | None:

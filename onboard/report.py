@@ -42,6 +42,11 @@ CHECKS = {
 """What each of the plan's cross-row checks counts, in words."""
 TO_FIX = ("failed", "invalid")
 """Statuses of the rows the user must fix: the errors file holds exactly these."""
+FOLLOW_UPS = ("eligibility", "move", "cleanup", "cleanup-dry-run")
+"""Commands that follow a run: each writes `<stem>.<command>.<ext>` (the input's rows and its own
+columns) and `<stem>.<command>.json`; a dry run of `cleanup` never overwrites the record of a real one."""
+JOURNALLED = ("move", "cleanup")
+"""Of those, the ones that write to the API, and so keep a journal of their own."""
 
 
 NO_CELLS: Mapping[int, str] = MappingProxyType({})
@@ -109,8 +114,9 @@ def origins(sheet: Sheet) -> dict[int, int]:
     return found
 
 
-def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResult]:
-    """One result per input row. Without a ledger (validate, dry run) valid rows are `valid`."""
+def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None, enrolled: bool = False) -> list[RowResult]:
+    """One result per input row. Without a ledger (validate, dry run) valid rows are `valid`; with
+    `enrolled`, a row's user's enrollment counts toward its status like its user, site and device."""
     results = []
     for row_plan in plan.rows:
         warnings = [w.message for w in row_plan.warnings]
@@ -128,7 +134,7 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResu
         if ledger is None:
             results.append(RowResult(row_plan.number, "valid", **ids, warnings="; ".join(warnings)))
             continue
-        status, error = _row_status(row_plan, ledger)
+        status, error = _row_status(row_plan, ledger, enrolled)
         for kind, entity_id in row_plan.entities():
             outcome = ledger.get(kind, entity_id)
             if outcome is not None:
@@ -139,10 +145,11 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None) -> list[RowResu
     return results
 
 
-def _row_status(row_plan: RowPlan, ledger: Ledger) -> tuple[str, str]:
+def _row_status(row_plan: RowPlan, ledger: Ledger, enrolled: bool = False) -> tuple[str, str]:
     """A refusal the API gave outweighs a row not reached; only a row with nothing refused and
     something not reached is `not sent` (the next run of the same command sends it)."""
-    outcomes = [ledger.get(kind, entity_id) for kind, entity_id in row_plan.entities()]
+    entities = row_plan.entities() + ([("enrollment", row_plan.user_id)] if enrolled else [])
+    outcomes = [ledger.get(kind, entity_id) for kind, entity_id in entities]
     invalid = [o for o in outcomes if o is not None and o.state == "invalid"]
     if invalid:
         return "invalid", invalid[-1].reason
@@ -192,6 +199,8 @@ class Outputs:
         suffix = ".xlsx" if source.suffix.lower() in (*WORKBOOKS, "") else source.suffix.lower()
         if kind == "validation":
             outputs = cls(folder / f"{source.stem}.validation{suffix}", None, folder / f"{source.stem}.validation.json")
+        elif kind in FOLLOW_UPS:
+            outputs = cls(folder / f"{source.stem}.{kind}{suffix}", None, folder / f"{source.stem}.{kind}.json")
         else:
             outputs = cls(folder / f"{source.stem}.results{suffix}", folder / f"{source.stem}.errors{suffix}",
                           folder / f"{source.stem}.summary.json")
@@ -200,7 +209,7 @@ class Outputs:
         for path in (outputs.results, outputs.errors, outputs.summary):
             if path is not None:
                 refuse_link(path)
-        journal = journal_path(folder, source)
+        journal = journal_path(folder, source, kind if kind in JOURNALLED else None)
         other = recorded_input(journal)
         if other is not None and other.resolve() != source.resolve():
             raise ConfigError(f"{folder} holds the outputs and journal of {other}, another input whose outputs "
@@ -324,6 +333,74 @@ def write_csv(path: Path, sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult]
                          for _, values in _table(sheet, pairs, keep, typed=False))
 
 
+# the input's rows with another command's columns
+
+
+Annotated = Iterable[tuple[SheetRow, Mapping[int, str], Sequence[Any]]]
+"""Each input row, in order, with the cells to mark (index among the added columns -> reason) and
+the values of the added columns."""
+
+
+def _annotated_layout(sheet: Sheet, names: Sequence[str]) -> tuple[list[str], list[int | None], list[int]]:
+    """The input's headers, then the added columns; one the input has already (an output of the same
+    command read again) is replaced where it stands, never repeated."""
+    headers: list[str] = [column.header for column in sheet.columns]
+    sources: list[int | None] = [column.index for column in sheet.columns]
+    held = {}
+    for column in sheet.columns:
+        held.setdefault(column.header.strip().lower(), column.index)
+    places = []
+    for name in names:
+        at = held.get(name.lower())
+        if at is None:
+            at = len(headers)
+            headers.append(name)
+            sources.append(None)
+        places.append(at)
+    return headers, sources, places
+
+
+def _annotated_table(sheet: Sheet, lines: Annotated, width: int, places: list[int],
+                     typed: bool) -> Iterator[tuple[dict[int, str], list[Any]]]:
+    """As `_table`: the input's cells (typed for xlsx, the tool's fields as text), then the added values."""
+    inputs = len(sheet.columns)
+    as_text = [c.index for c in sheet.columns if c.field] if typed else []
+    for sheet_row, marked, added in lines:
+        cells, carried = sheet_row.cells, sheet_row.values if typed else sheet_row.cells
+        if len(cells) < inputs or len(carried) < inputs:
+            cells, carried = cells + [""] * (inputs - len(cells)), carried + [""] * (inputs - len(carried))
+        values = carried[:inputs] + [None] * (width - inputs)
+        for index in as_text:
+            values[index] = cells[index]
+        for at, value in zip(places, added, strict=True):
+            values[at] = value
+        yield {places[i]: reason for i, reason in marked.items()}, values
+
+
+def write_annotated(path: Path, sheet: Sheet, names: Sequence[str], lines: Annotated, title: str,
+                    summary: Callable[[], list[list[Any]]] | None = None, format: str | None = None) -> None:
+    """Every input row with the columns `names` added, in the input's own format (xlsx for a workbook,
+    csv with the input's delimiter and encoding): what `eligibility`, `move` and `cleanup` write. In
+    xlsx the marked cells are filled and carry their reason as a note, and `summary`'s lines (asked
+    for once every row is written) make a Summary sheet. `lines` are read once, as they are written."""
+    format = format or ("csv" if sheet.format == "csv" else "xlsx")
+    headers, sources, places = _annotated_layout(sheet, names)
+    table = _annotated_table(sheet, lines, len(headers), places, typed=format == "xlsx")
+    if format == "xlsx":
+        text_columns = {position for position, source in enumerate(sources)
+                        if source is not None and sheet.columns[source].field in KEY_FIELDS}
+        hidden = frozenset(p for p, source in enumerate(sources) if source in sheet.hidden_columns)
+        with atomic(path) as temporary:
+            write_table(temporary, title, headers, {}, table, summary, text_columns, hidden)
+        return
+    style = sheet.csv_style
+    with atomic(path) as temporary, temporary.open("w", encoding=style.encoding if style else "utf-8",
+                                                   errors="replace", newline="") as out:
+        writer = csv.writer(out, delimiter=style.delimiter if style else ",", lineterminator="\r\n")
+        writer.writerow([protect(h) for h in headers])
+        writer.writerows(["" if v is None else protect(str(v)) for v in values] for _, values in table)
+
+
 def _kind_of(reason: str) -> str:
     """A reason without its particular values, so alike reasons are counted together."""
     reason = re.sub(r"'[^']*'", "'…'", reason)
@@ -358,7 +435,10 @@ def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger
               **extra: Any) -> dict[str, Any]:
     statuses = Counter(r.status for r in results)
     entities: dict[str, dict[str, int]] = {}
-    for kind, items in (("users", plan.users), ("locations", plan.locations), ("resources", plan.resources)):
+    kinds = [("users", plan.users), ("locations", plan.locations), ("resources", plan.resources)]
+    if ledger is not None and any(kind == "enrollment" for kind, _ in ledger.outcomes):
+        kinds.append(("enrollments", [u for u in plan.users if ledger.registered("user", u)]))
+    for kind, items in kinds:
         counts: Counter[str] = Counter()
         for entity_id in items:
             outcome = ledger.get(kind[:-1], entity_id) if ledger else None
@@ -474,7 +554,7 @@ def fold_back(target: Path, sheet: Sheet, results: list[RowResult], read: Callab
                 row = replace(row, cells=cells, values=values)
                 result = replace(result, number=row.number, origin=result.row, cell_problems={})
             else:
-                result = RowResult(row.number, **_recorded(original, row))
+                result = RowResult(row.number, **recorded(original, row))
             statuses[result.status] += 1
             yield row, result
 
@@ -504,7 +584,7 @@ def _earlier_summary(path: Path) -> list[list[Any]]:
     return kept
 
 
-def _recorded(sheet: Sheet, row) -> dict[str, Any]:
+def recorded(sheet: Sheet, row) -> dict[str, Any]:
     """What a results file says of a row, read back from its own columns."""
     found: dict[str, Any] = {"status": ""}
     for column in sheet.columns:

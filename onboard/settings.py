@@ -82,6 +82,11 @@ class Target:
         return self.env == "local"
 
     @property
+    def production(self) -> bool:
+        """The production tenant, named by `--env production` or by its URL."""
+        return is_production(self.env, self.base_url)
+
+    @property
     def shown_base_url(self) -> str:
         """The base URL as it may be shown and stored (summary, journal): its password masked."""
         return masked(self.base_url)
@@ -91,6 +96,18 @@ class Target:
         """What no message may show: the client secret and the passwords of the URLs."""
         passwords = (unquote(urlsplit(url).password or "") for url in (self.base_url, self.token_url))
         return (self.client_secret.get_secret_value(), *(p for p in passwords if p))
+
+
+def is_production(env: str, base_url: str | None = None) -> bool:
+    """`--env production`, or the production API's host given as `--base-url` under another --env."""
+    return env == "production" or (base_url is not None and _host(base_url) == _host(PRODUCTION_URL))
+
+
+def _host(url: str) -> str | None:
+    try:
+        return urlsplit(url).hostname
+    except ValueError:
+        return None
 
 
 def masked(url: str) -> str:

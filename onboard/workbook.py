@@ -87,8 +87,8 @@ class _Table:
     def __init__(self, sheet: Worksheet, formats: _Formats, headers: list[str], own: dict[str, int],
                  text_columns: set[int]) -> None:
         self.sheet, self.formats, self.width = sheet, formats, len(headers)
-        self.keys = {own[name] for name in ("user_id", "location_id", "resource_id")} | text_columns
-        self.status_at = own["status"]
+        self.keys = {own[name] for name in ("user_id", "location_id", "resource_id") if name in own} | text_columns
+        self.status_at = own.get("status")
         self.row = 0
         self.notes = 0
 
@@ -117,7 +117,7 @@ class _Table:
             for position, value in enumerate(values):
                 if type(value) in _CLOCKS:
                     sheet.write(row, position, _clock_number(value), formats.clock[type(value)])
-        status = formats.status.get(values[self.status_at])
+        status = None if self.status_at is None else formats.status.get(values[self.status_at])
         if status is not None:
             sheet.write(row, self.status_at, values[self.status_at], status)
         for position, reason in marked.items():
@@ -139,7 +139,8 @@ def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
                 summary: Callable[[], list[list[Any]]] | None, text_columns: set[int],
                 hidden_columns: frozenset[int] = frozenset()) -> None:
     """Write `rows` as they come, holding only the first few (for the column widths). `own` places
-    the tool's columns; `hidden_columns` (output positions) stay hidden as they were in the input.
+    the tool's columns (`status`, the IDs; a table of another command's columns may have none of
+    them); `hidden_columns` (output positions) stay hidden as they were in the input.
     `summary` is asked for its lines once every row is written, so it may count them."""
     workbook = Workbook(str(path))
     formats = _Formats.create()

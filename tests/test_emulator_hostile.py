@@ -106,14 +106,15 @@ BODIES = [
 ]
 
 
-def _assert_400_in_the_specs_shape(op: contract.Operation, answer: httpx.Response) -> None:
+def _assert_400_in_the_specs_shape(op: contract.Operation, answer: httpx.Response,
+                                   reason: str = "not valid text") -> None:
     assert answer.status_code == 400, answer.text
     media = op.media_types(400)
     if "application/problem+json" in media:
         assert answer.headers["content-type"] == "application/problem+json"
-        assert "not valid text" in answer.json()["detail"]
+        assert reason in answer.json()["detail"]
     elif media:
-        assert "not valid text" in answer.json()
+        assert reason in answer.json()
     else:
         assert answer.content == b""
 
@@ -166,6 +167,114 @@ async def test_bytes_that_are_not_utf8_in_a_path_are_a_400_not_another_id(emulat
 async def test_bytes_that_are_not_utf8_in_a_query_are_a_400(api, query):
     answer = await api.get(f"{API}/users?{query}")
     assert answer.status_code == 400 and "not valid text" in answer.json()
+
+
+# IDs holding control characters: a NUL, a line break, a tab, an escape, DEL, a C1 control
+
+CONTROLS = ["\x00", "\n", "\t", "\x1b", "\x7f", "\x85"]
+
+
+def _with(value: object, bad: str) -> object:
+    """`value` with the lone surrogate of a BODIES case replaced by an ID holding `bad`."""
+    if value == LONE:
+        return f"a{bad}b"
+    if isinstance(value, list):
+        return [_with(v, bad) for v in value]
+    if isinstance(value, dict):
+        return {k: _with(v, bad) for k, v in value.items()}
+    return value
+
+
+ID_BODIES = [case for case in BODIES if LONE not in case[2]] + [  # every ID field, the field names aside
+    ("PostLocations", {}, {"locations": [{"userId": "u1", "locationId": "l2", "meterPointIds": [MPID, LONE]}]}),
+    ("PostLocations", {}, {"locations": [{"userId": "u1", "locationId": "l2", "meterPointId": LONE}]}),
+    ("UpdateLocation", {"userId": "u1", "locationId": "l1"}, {"locationId": "l1", "meterPointId": LONE}),
+]
+
+
+def _id_fields(schema: dict, where: str = "") -> set[str]:
+    """Every field of a request schema that holds an ID or IDs, by the spec's naming (`...Id`, `...Ids`),
+    as dotted paths with arrays left out: `locations.meterPointIds`."""
+    schema = contract.schema(schema["$ref"].rsplit("/", 1)[-1]) if "$ref" in schema else schema
+    found = set()
+    for name, sub in schema.get("properties", {}).items():
+        if name.endswith(("Id", "Ids")):
+            found.add(where + name)
+        found |= _id_fields(sub.get("items", sub), f"{where}{name}.")
+    return found
+
+
+def _holding_lone(value: object, where: str = "") -> set[str]:
+    """The dotted paths of the fields holding LONE, arrays left out."""
+    if value == LONE:
+        return {where.rstrip(".")}
+    if isinstance(value, list):
+        return {found for v in value for found in _holding_lone(v, where)}
+    if isinstance(value, dict):
+        return {found for k, v in value.items() for found in _holding_lone(v, f"{where}{k}.")}
+    return set()
+
+
+def test_the_id_cases_cover_every_id_field_of_every_request_body():
+    """But UpdateLocation's body locationId: it must equal the path's, whose test is below."""
+    for name in IMPLEMENTED:
+        op = contract.operation(name)
+        if op.request_schema is None:
+            continue
+        covered = {field for case in ID_BODIES if case[0] == name for field in _holding_lone(case[2])}
+        wanted = _id_fields(contract.schema(op.request_schema)) - {"locationId" if name == "UpdateLocation" else ""}
+        assert wanted and wanted <= covered, (name, wanted - covered)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("bad", CONTROLS, ids=[f"U+{ord(c):04X}" for c in CONTROLS])
+@pytest.mark.parametrize(("operation", "params", "body"), ID_BODIES)
+async def test_an_id_holding_a_control_character_is_a_400_and_nothing_is_stored(emulator, operation, params, body,
+                                                                                bad):
+    app, api = emulator
+    _setup(app)
+    op = contract.operation(operation)
+    before = app.store.counts(), app.store.location("l1")
+    answer = await api.request(op.method, API + op.path(**params), json=_with(body, bad))
+    _assert_400_in_the_specs_shape(op, answer, "control character")
+    assert (app.store.counts(), app.store.location("l1")) == before
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("bad", ["\x00", "\n", "\x9f"], ids=["NUL", "LF", "U+009F"])
+@pytest.mark.parametrize(("operation", "param"), PATH_PARAMS)
+async def test_a_path_id_holding_a_control_character_is_a_400_where_the_spec_has_one(emulator, operation, param, bad):
+    """Where the operation documents a 400; where it does not, the answer it documents for an ID
+    nobody holds (nobody can: every body holding one is refused)."""
+    app, api = emulator
+    _setup(app)  # u1, l1: were the character dropped, these would answer
+    op = contract.operation(operation)
+    good = {"userId": "u1", "locationId": "l1", "resourceId": "r1", "mpid": MPID}
+    path = op.path(**{name: f"{good[name]}{bad}" if name == param else good[name] for name in good
+                      if "{" + name + "}" in op.template})
+    body = {"locationId": "l1", "meterPointIds": [MPID], "resourceId": "r2", "resourceType": "Charger"}
+    body = {k: v for k, v in body.items() if op.request_schema is None
+            or k in contract.schema(op.request_schema).get("properties", {})}
+    before = app.store.counts()
+    answer = await api.request(op.method, API + path, json=body if op.request_schema else None)
+    if 400 in op.responses:
+        _assert_400_in_the_specs_shape(op, answer, "control character")
+    elif 404 in op.responses:
+        assert answer.status_code == 404
+    else:
+        assert answer.status_code == 200 and answer.json()["isEligible"] is False
+    assert app.store.counts() == before
+
+
+@pytest.mark.anyio
+async def test_the_reported_nul_in_a_user_id_is_refused_and_odd_but_printable_ids_are_not(api):
+    refused = await api.post(f"{API}/users", content=b'{"userId":"a\\u0000b"}',
+                             headers={"content-type": "application/json"})
+    assert refused.status_code == 400
+    assert refused.json() == ("userId holds a control character (U+0000): an ID cannot hold line breaks, tabs or"
+                              " other control characters")
+    for odd in ("a b", "ø/æ", "kunde\u00a01", "\u200bzero-width", "a\u2028b", "🔌"):
+        assert (await api.post(f"{API}/users", json={"userId": odd})).status_code == 201, odd
 
 
 # JSON nested without end
@@ -289,6 +398,7 @@ def _lines_once_quiet(stderr: Path, want: int, within: float = 15) -> list[str]:
     return stderr.read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_a_killed_client_leaves_one_line_per_request_in_flight_and_no_traceback(serve):
     proc, port, stderr = serve("--latency-ms", "2000")
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
@@ -321,3 +431,25 @@ def test_the_emulator_keeps_serving_after_clients_vanish_mid_body(serve):
     _stop(proc)
     assert "Traceback" not in stderr.read_text()
     assert len(lines) == 3 and all("hung up before POST /connect/token" in line for line in lines), lines
+
+
+@pytest.mark.anyio
+async def test_raw_bytes_that_are_not_utf8_in_a_query_are_a_400_not_a_crash(emulator):
+    """A query string as the server hands it over, not percent-encoded (a client cannot send this
+    through httpx, which encodes it)."""
+    app, api = emulator
+    path = f"{API}/users"
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"page=\xed\xa0\x80", "root_path": "",
+             "headers": [(b"host", b"emulator"), (b"authorization", api.headers["Authorization"].encode())],
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 400 and b"not valid text" in sent[1]["body"]

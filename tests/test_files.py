@@ -69,8 +69,48 @@ def _another_versions_journal(path: Path) -> None:
     db.close()
 
 
+def _edited(sql: str) -> Callable[[Path], None]:
+    """A whole journal (a finished run, then one interrupted with entities settled and sent) with
+    `sql` run on it, as someone with the sqlite3 shell might."""
+    def make(path: Path) -> None:
+        source = _sheet(path.parent.parent / "elsewhere")
+        for finished in (True, False):
+            journal = Journal.open(path, source, API, {"users": 2, "locations": 2, "resources": 0})
+            journal.settled("user", ["u1"], Outcome("created", warnings=("check the name",)))
+            journal.sending("user", ["u2"])
+            if finished:
+                journal.finish()
+            journal.release()
+        db = sqlite3.connect(path)
+        db.execute(sql)
+        db.commit()
+        db.close()
+    return make
+
+
 BROKEN = {"random bytes": _random_bytes, "cut in half": _cut_in_half, "another program's": _another_programs_database,
           "another version's": _another_versions_journal}
+EDITED = {
+    "a start that is a word": "UPDATE runs SET state = 'interrupted', finished = NULL, started = 'yesterday'",
+    "a start that is not a time": "UPDATE runs SET started = 'yesterday' WHERE state = 'open'",
+    "an end that is not a time": "UPDATE runs SET finished = 'today' WHERE state = 'closed'",
+    "an end at infinity": "UPDATE runs SET finished = 9e999 WHERE state = 'closed'",
+    "a state of its own": "UPDATE runs SET state = 'interrupted' WHERE state = 'closed'",
+    "a plan that is not JSON": "UPDATE runs SET planned = '{not json' WHERE state = 'closed'",
+    "a plan that is a list": "UPDATE runs SET planned = '[2, 2, 0]'",
+    "a plan of words": "UPDATE runs SET planned = '{\"users\": \"two\"}' WHERE state = 'open'",
+    "a plan as bytes": "UPDATE runs SET planned = x'7b7d' WHERE state = 'open'",
+    "discovered as a word": "UPDATE runs SET discovered = 'yes'",
+    "a pid that is a word": "UPDATE runs SET pid = 'me' WHERE state = 'open'",
+    "an input as bytes": "UPDATE runs SET input = x'ff'",
+    "no fingerprint": "UPDATE runs SET input_sha256 = ''",
+    "an update that is a word": "UPDATE entities SET updated = 'soon' WHERE state = 'sent'",
+    "warnings that are not JSON": "UPDATE entities SET warnings = 'oops' WHERE state = 'created'",
+    "warnings that are numbers": "UPDATE entities SET warnings = '[1, 2]' WHERE state = 'created'",
+    "an entity of a run that is a word": "UPDATE entities SET run = 'first'",
+    "an id as bytes": "UPDATE entities SET id = x'00ff' WHERE state = 'sent'",
+}
+BROKEN |= {f"a journal with {name}": _edited(sql) for name, sql in EDITED.items()}
 
 
 @pytest.mark.parametrize("make", BROKEN.values(), ids=BROKEN.keys())
@@ -259,3 +299,16 @@ def test_status_reads_a_run_in_progress_from_another_process(tmp_path):
     finally:
         journal.release()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "in.journal.sqlite"]
+
+
+def test_a_value_a_journal_cannot_use_is_named_and_nothing_is_sent(capsys, tmp_path):
+    """A run the journal cannot read is never passed over: `run` refuses as `status` does, naming
+    the value, even where the run is not the one it would resume."""
+    source, out = _sheet(tmp_path), tmp_path / "out"
+    out.mkdir()
+    _edited("UPDATE entities SET updated = 'soon' WHERE state = 'sent'")(out / "in.journal.sqlite")
+    for command in (["status", source, "--out", out], ["run", source, "--out", out, *local(tmp_path / "e.sqlite")]):
+        code, shown, err = run(capsys, *command)
+        assert code == 2 and "Traceback" not in err and "resuming" not in err
+        assert "holds a value it cannot read (run 2, 'user' 'u2': updated is 'soon')" in err, err
+    assert state_counts(tmp_path / "e.sqlite")["users"] == 0

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from openpyxl import Workbook
 
 from helpers import MPIDS, local, meter_point_id, read_csv, read_xlsx, run, state_counts, summary_of, write_csv
@@ -197,6 +198,7 @@ def test_a_run_refuses_a_site_whose_meter_point_the_api_holds_for_a_user_in_the_
     assert state_counts(state) == {"users": 1, "locations": 2, "resources": 1}
 
 
+@pytest.mark.slow
 def test_a_resumed_run_still_refuses_the_claimed_site(tmp_path):
     """The journal keeps no refusals: a resumed run must find them again before it sends anything."""
     state = tmp_path / "e.sqlite"

@@ -254,6 +254,7 @@ def _wait_for(journal: Path, kind: str, count: int, proc: subprocess.Popen, limi
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_a_run_killed_part_way_resumes_to_the_same_results(capsys, tmp_path):
     source = SAMPLES / "customers.csv"
     whole, killed = tmp_path / "whole", tmp_path / "killed"
@@ -285,6 +286,7 @@ def test_a_run_killed_part_way_resumes_to_the_same_results(capsys, tmp_path):
     assert "finished" in status.stdout
 
 
+@pytest.mark.slow
 def test_ctrl_c_writes_outputs_exits_130_and_the_next_run_resumes(tmp_path):
     source = SAMPLES / "customers.csv"
     proc = _start(source, tmp_path, tmp_path / "e.sqlite")

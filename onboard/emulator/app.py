@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import random
+import re
 import secrets
 import time
 import uuid
@@ -24,10 +25,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from onboard import areas, contract
-from onboard.emulator.faults import ConnectionDropped, EmulatorSettings, Faults
+from onboard import contract
+from onboard.emulator.faults import AnswerLost, EmulatorSettings, Faults
 from onboard.emulator.store import Enrollment, Location, Resource, Store
-from onboard.records import has_valid_check_digit
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -183,9 +183,22 @@ def _check_json(value: Any, where: str = "", depth: int = 0) -> None:
 # rules the schemas leave to the service
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode's control characters (Cc), C0, DEL and C1
+
+
+def _check_id_text(value: str, name: str, field: str = "") -> None:
+    """Refuse an ID holding a control character (a NUL, a line break, a tab, an escape): the
+    service's IDs end up in URLs, logs and spreadsheet cells, where such a character breaks or
+    hides what follows it. The tool refuses the same IDs in the sheet."""
+    if found := _CONTROL.search(value):
+        raise Refused(400, f"{name} holds a control character (U+{ord(found[0]):04X}): an ID cannot hold line breaks,"
+                           " tabs or other control characters", field or name)
+
+
 def _id(value: str, name: str) -> str:
     if not value.strip():
         raise Refused(400, f"{name} must not be empty", name)
+    _check_id_text(value, name)
     return value
 
 
@@ -196,6 +209,7 @@ def _location_from(body: dict, location_id: str, user_id: str, where: str = "") 
     for mpid in meter_point_ids:
         if not mpid.strip():
             raise Refused(400, f"{where}meterPointIds must not hold an empty id", "meterPointIds")
+        _check_id_text(mpid, f"{where}meterPointIds", "meterPointIds")
     coordinates = body.get("coordinates")
     latitude = longitude = None
     if coordinates is not None:
@@ -345,6 +359,8 @@ class Handlers:
         resource_id = _id(call.body["resourceId"], "resourceId")
         if call.body["resourceType"] == "Vehicle":
             raise Refused(400, "a Vehicle belongs to its user: register it with POST /users/{userId}/vehicles")
+        if call.body.get("meterPointId") is not None:
+            _check_id_text(call.body["meterPointId"], "meterPointId")
         self._owned_location(user_id, location_id)
         if self.store.resource(resource_id) is not None:
             raise Refused(400, f"Resource '{resource_id}' already exists", "resourceId")
@@ -385,10 +401,14 @@ class Handlers:
 
     def _is_eligible(self, user_id: str) -> bool:
         """The guide's sandbox rule: a user is eligible while one of its locations lies in a test area."""
+        from onboard import areas  # shapely and numpy: imported by the first request that needs them
+
         return any(loc.latitude is not None and areas.which_area(loc.latitude, loc.longitude) is not None
                    for loc in self.store.locations_of(user_id))
 
     def _eligible_users(self) -> list[str]:
+        from onboard import areas
+
         boxes = [each.polygon.bounds for each in areas.all_areas().values()]
         positions = self.store.positions_within(boxes)
         found = areas.which_areas([p[1] for p in positions], [p[2] for p in positions])
@@ -435,6 +455,8 @@ class Handlers:
     def GetMpidEligibility(self, call: Call):
         """By the meter point id alone (18 digits, valid GS1 check digit): the spec ties it to no
         user or location, and the guide's test areas make users eligible, not meter points."""
+        from onboard.records import has_valid_check_digit
+
         mpid = call.params["mpid"]
         return 200, {"meterPointId": mpid, "isEligible": len(mpid) == 18 and has_valid_check_digit(mpid)}
 
@@ -491,7 +513,9 @@ class Emulator:
         self.handlers = Handlers(self.store)
         self.rng = random.Random(knobs.seed)
         self.prefix = contract.base_path()
-        self.routes = sorted((contract.operation(name) for name in IMPLEMENTED), key=lambda op: op.literal_rank)
+        self.routes: dict[int, list[tuple[int, contract.Operation]]] = {}  # by the number of segments
+        for op in sorted((contract.operation(name) for name in IMPLEMENTED), key=lambda op: op.literal_rank):
+            self.routes.setdefault(len(op.segments), []).append((op.literal_rank, op))
         self.stats: Counter[tuple[str, int]] = Counter()
         self.faults = Faults(self._serve, knobs, clock)
 
@@ -511,7 +535,7 @@ class Emulator:
             await send({"type": "lifespan.shutdown.complete"})
             return
         request = Request(scope, receive)
-        path = request.url.path
+        path = scope["path"]
         declared = request.headers.get("content-length", "")
         if declared.isdecimal() and int(declared) > self.knobs.max_body_bytes:
             response = Response(status_code=413)
@@ -549,18 +573,19 @@ class Emulator:
                     for s in raw_path.decode("latin-1")[len(self.prefix):].strip("/").split("/")]
         allowed: list[str] = []
         rank = None
-        for op in self.routes:
+        for literal_rank, op in self.routes.get(len(segments), ()):
             params = op.match(segments)
-            if params is None or (rank is not None and op.literal_rank > rank):
+            if params is None or (rank is not None and literal_rank > rank):
                 continue
-            rank = op.literal_rank
+            rank = literal_rank
             if op.method == method:
                 return op, params, allowed
             allowed.append(op.method)
         return None, {}, allowed
 
     async def _api(self, request: Request) -> Response:
-        op, params, allowed = self.route(request.scope.get("raw_path") or request.url.path.encode(), request.method)
+        op, params, allowed = self.route(request.scope.get("raw_path") or request.scope["path"].encode(),
+                                         request.method)
         if op is None:
             if allowed:
                 return Response(status_code=405, headers={"allow": ", ".join(sorted(set(allowed)))})
@@ -579,7 +604,10 @@ class Emulator:
         try:
             for name, value in params.items():
                 _check_text(value, name)
-            query = parse_qs(request.url.query, keep_blank_values=True, errors="surrogateescape")
+                if 400 in op.responses:  # elsewhere (two lookups, a meter point's eligibility) the answer for
+                    _check_id_text(value, name)  # an ID nobody can hold: 404, or not eligible
+            query = parse_qs(request.scope["query_string"].decode("utf-8", "surrogateescape"), keep_blank_values=True,
+                             errors="surrogateescape")
             for name, values in query.items():
                 _check_text(name, "a query parameter name")
                 for value in values:
@@ -624,4 +652,4 @@ class QuietDrops(logging.Filter):
     """Uvicorn logs every dropped connection as a crash; a deliberate drop is not one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], ConnectionDropped))
+        return not (record.exc_info and isinstance(record.exc_info[1], AnswerLost))

@@ -7,13 +7,13 @@ the service and every fault looks to the client exactly as it would from a real 
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import random
 import time
 from pathlib import Path
 
-import httpx
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,12 +50,24 @@ class EmulatorSettings(BaseSettings):
     state: Path = Field(default_factory=default_state_path, description="SQLite file holding the emulator's state")
 
 
-class ConnectionDropped(httpx.RemoteProtocolError):
-    """The emulator did the write, then hung up before answering.
+class AnswerLost(Exception):
+    """What every `connection_dropped()` error is, known without importing httpx."""
 
-    In-process the client sees this as the transport error it is; under uvicorn the started
-    response is abandoned and the socket closed, which the client sees as the same error.
-    """
+
+@functools.cache
+def connection_dropped() -> type[AnswerLost]:
+    """The error of an emulator that did the write, then hung up before answering.
+
+    In-process the client sees this as the transport error it is (an httpx one); under uvicorn the
+    started response is abandoned and the socket closed, which the client sees as the same error.
+    Made when first needed: httpx takes a tenth of a second to import, which the served emulator
+    otherwise never needs."""
+    import httpx
+
+    class ConnectionDropped(AnswerLost, httpx.RemoteProtocolError):
+        pass
+
+    return ConnectionDropped
 
 
 class TokenBucket:
@@ -128,7 +140,7 @@ class Faults:
         if 200 <= answer[0]["status"] < 300:
             self.counts["lost"] += 1
             await send(answer[0])
-            raise ConnectionDropped("the emulator dropped the connection after the write (--lost-rate)")
+            raise connection_dropped()("the emulator dropped the connection after the write (--lost-rate)")
         for message in answer:
             await send(message)
 

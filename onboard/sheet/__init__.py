@@ -37,6 +37,9 @@ __all__ = ["FIELDS", "OUTPUT_COLUMNS", "OWN_COLUMNS", "WORKBOOKS", "Column", "Cs
            "known_field", "match_columns", "normalise", "open_reader", "protect", "read", "unprotect"]
 
 HEADER_SEARCH_ROWS = 30
+KEEP_ROWS = 250_000
+"""Rows of a workbook kept after the first pass; past this its rows are converted anew on each pass
+(its reader keeps the parsed sheet), so a million-row workbook is not held twice."""
 
 
 @dataclass(slots=True)
@@ -51,8 +54,8 @@ class SheetRow:
 
 class Rows:
     """The data rows below the header, in order; iterable again and again. A CSV is read anew on
-    each pass, so a million rows never sit in memory at once; a workbook's rows are kept after the
-    first pass, since its reader holds the whole sheet anyway and reading it twice costs seconds.
+    each pass, so a million rows never sit in memory at once; a workbook's rows (up to KEEP_ROWS) are
+    kept after the first pass, since converting them again costs seconds.
 
     The first pass also learns how wide the data is: a row may run past the header, and the sheet
     grows unnamed columns for it once that pass ends (`Sheet.widen`)."""
@@ -71,7 +74,7 @@ class Rows:
         width = len(self.sheet.columns) if self.sheet else 0
         widest = width
         hidden = self._reader.hidden_rows
-        kept: list[SheetRow] = []
+        kept: list[SheetRow] | None = [] if self._kept is not None else None
         for number, values in self._reader.records():
             if number <= self._header:
                 continue
@@ -84,15 +87,18 @@ class Rows:
                 values += [""] * (width - filled)
             cells = [v if v.__class__ is str else cell_text(v) for v in values]
             row = SheetRow(number, cells, values, number in hidden)
-            if self._kept is not None:
+            if kept is not None:
                 kept.append(row)
+                if len(kept) > KEEP_ROWS:  # a big workbook: read its rows anew each pass instead
+                    kept = None
+                    self._kept = None
             yield row
         if self.sheet is not None and widest > width:
             self.sheet.widen(widest)
-            for row in kept:
+            for row in kept or ():
                 row.values += [""] * (widest - len(row.values))
                 row.cells += [""] * (widest - len(row.cells))
-        if self._kept is not None:
+        if kept is not None:
             self._kept = kept
             self._reader = None  # its parsed sheet is no longer needed: the rows are kept
         self._complete = True

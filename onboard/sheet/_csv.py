@@ -18,11 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import NoReturn
 
 from onboard.errors import InputError
 from onboard.sheet._limits import EXCEL_CELL_CHARACTERS, MB, Limits, check_regular_file, limits, too_big
 
 CSV_DELIMITERS = (",", ";", "\t")
+_DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs"}
 SAMPLE_LINES = 50
 SAMPLE_LINE_CHARACTERS = 64 * 1024
 
@@ -90,15 +92,17 @@ class CsvReader:
         line = 0
         try:
             with self._open() as handle, _field_limit(self.limit.max_csv_field):
-                reader = csv.reader(handle, delimiter=self.delimiter)
+                lines = _RecordLines(handle, self.path.name, self.delimiter, self.limit)
+                reader = csv.reader(lines, delimiter=self.delimiter)
                 for record in reader:
                     if line >= self.limit.max_rows:
                         raise InputError(f"{self.path.name} has more than {self.limit.max_rows:,} lines, "
                                          + too_big("the tool reads", "max_rows"))
                     if len(record) > self.limit.max_columns:
-                        self._check_width(record, line + 1)
+                        self._refuse_width(record, line + 1)
                     yield line + 1, [unprotect(f) if f[:1] in "='" else f for f in record]
                     line = reader.line_num
+                    lines.held = 0
         except csv.Error as exc:
             if "field larger than field limit" in str(exc):
                 raise InputError(
@@ -109,11 +113,76 @@ class CsvReader:
         except OSError as exc:
             raise InputError(f"{self.path} cannot be read: {exc.strerror}") from None
 
-    def _check_width(self, record: list[str], line: int) -> None:
-        last = max(i for i, f in enumerate(record) if f.strip()) if any(f.strip() for f in record) else 0
-        if last >= self.limit.max_columns:
+    def _refuse_width(self, record: list[str], line: int) -> None:
+        """Empty fields count as columns too: a few after the last column are what a spreadsheet
+        writes, a line of a million is not a sheet (and every one would be a column of the outputs)."""
+        last = next((i for i in range(len(record) - 1, -1, -1) if record[i].strip()), -1)
+        most = self.limit.max_columns
+        if last >= most:
             raise InputError(f"{self.path.name}, line {line}: field {last + 1:,} holds something, beyond the "
-                             f"{self.limit.max_columns:,} columns " + too_big("the tool reads", "max_columns"))
+                             f"{most:,} columns " + too_big("the tool reads", "max_columns"))
+        raise InputError(f"{self.path.name}, line {line} has {len(record):,} fields, more than the {most:,} columns "
+                         f"the tool reads, empty ones included; the {len(record) - last - 1:,} after field "
+                         f"{last + 1:,} are empty: " + too_big(
+                             f"delete the {_DELIMITER_NAMES[self.delimiter]} after the last column (or the empty "
+                             "columns right of the data in the sheet it was saved from)", "max_columns"))
+
+
+class _RecordLines:
+    """The file's lines for `csv.reader`, held to `max_csv_line` characters a record before the csv
+    module sees them: it builds a whole record before the tool can look at it, and a line of 200
+    million empty fields would be a list of 200 million. A quoted cell with line breaks runs a record
+    over several lines, so the count (`held`) goes on until the reader has the record and resets it."""
+
+    def __init__(self, handle: io.TextIOWrapper, name: str, delimiter: str, limit: Limits) -> None:
+        self._handle = handle
+        self._name = name
+        self._delimiter = delimiter
+        self._limit = limit
+        self.number = 0
+        self.first = 0
+        """The line the record being read starts on."""
+        self.held = 0
+
+    def __iter__(self) -> _RecordLines:
+        return self
+
+    def __next__(self) -> str:
+        most = self._limit.max_csv_line
+        text = self._handle.readline(most - self.held + 1)
+        if not text:
+            raise StopIteration
+        self.number += 1
+        if not self.held:
+            self.first = self.number
+        self.held += len(text)
+        if self.held > most:
+            self._refuse(text)
+        return text
+
+    def _refuse(self, text: str) -> NoReturn:
+        """Say what the line holds: a delimiter a column, or a quoted cell that never ends."""
+        most, columns = self._limit.max_csv_line, self._limit.max_columns
+        delimiters = text.count(self._delimiter)
+        named = _DELIMITER_NAMES[self._delimiter]
+        if self.first < self.number:
+            raise InputError(f"{self._name}, lines {self.first} to {self.number}: one record longer than "
+                             f"{most:,} characters, a quoted cell running over line breaks: is a quote (\") "
+                             "missing or one too many? " + too_big("Fix the line", "max_csv_line"))
+        line = f"{self._name}, line {self.number} is longer than {most:,} characters"
+        tail = text.rstrip("\r\n")
+        trailing = len(tail) - len(tail.rstrip(self._delimiter))
+        if trailing >= columns:
+            raise InputError(f"{line}, and ends in at least {trailing:,} {named} with nothing between them, empty "
+                             f"columns, more than the {columns:,} the tool reads (empty ones count too): " + too_big(
+                                 f"delete the {named} after the last column (or the empty columns right of the data "
+                                 "in the sheet it was saved from)", "max_columns", "max_csv_line"))
+        if delimiters >= columns:
+            raise InputError(f"{line}, and holds at least {delimiters:,} {named}, a column each, more than the "
+                             f"{columns:,} columns " + too_big("the tool reads", "max_columns", "max_csv_line"))
+        cells = most // EXCEL_CELL_CHARACTERS
+        raise InputError(f"{line} ({cells:,} cells as full as Excel lets a cell be), "
+                         + too_big("more than the tool reads", "max_csv_line"))
 
 
 @contextmanager

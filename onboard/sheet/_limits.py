@@ -19,6 +19,9 @@ from onboard.errors import InputError
 MB = 1024 * 1024
 EXCEL_ROWS = 1_048_576
 EXCEL_CELL_CHARACTERS = 32_767
+CSV_LINE_CHARACTERS = 1_048_576
+"""A line of 32 cells each as full as Excel lets a cell be: the csv module builds a whole record
+before the tool sees it, so this is what bounds its memory (a line of a million empty fields)."""
 
 
 class Limits(BaseSettings):
@@ -30,9 +33,14 @@ class Limits(BaseSettings):
     max_columns: int = Field(1_000, ge=1, description="columns of a sheet")
     max_cells: int = Field(30_000_000, ge=1, description="rows x columns from the first to the last filled cell "
                                                           "of a workbook (what its reader holds in memory)")
+    max_sparse_cells: int = Field(4_000_000, ge=1, description="rows x columns from the first to the last filled "
+                                  "cell of a sheet, beyond which it must have one filled cell in 10")
     max_file_mb: int = Field(512, ge=1, description="size of the input file, MiB")
     max_uncompressed_mb: int = Field(1024, ge=1, description="XML inside an .xlsx/.ods, uncompressed, MiB")
     max_csv_field: int = Field(131_072, ge=EXCEL_CELL_CHARACTERS, description="characters in one CSV field")
+    max_csv_line: int = Field(CSV_LINE_CHARACTERS, ge=EXCEL_CELL_CHARACTERS,
+                              description="characters in one CSV record (its line, and the lines a quoted "
+                                          "cell with line breaks runs over)")
 
 
 def limits() -> Limits:
@@ -41,9 +49,9 @@ def limits() -> Limits:
     return load(Limits, "ONBOARD_MAX_* settings")
 
 
-def too_big(what: str, setting: str) -> str:
+def too_big(what: str, *settings: str) -> str:
     """The end of every limit's message: what to do about it."""
-    return f"{what}; if the sheet really is that large, raise ONBOARD_{setting.upper()}"
+    return f"{what}; if the sheet really is that large, raise " + " and ".join(f"ONBOARD_{s.upper()}" for s in settings)
 
 
 def check_regular_file(path: Path, limit: Limits) -> None:

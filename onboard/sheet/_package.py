@@ -29,6 +29,10 @@ MAX_XML_RUN = 4 * MB
 """Bytes between two `<` of an XML part. Excel holds at most 32,767 characters in a cell, so no
 spreadsheet program writes a text or tag near this; calamine would hold such a run in memory."""
 
+SPARSE_FACTOR = 10
+"""A sheet's extent beyond `max_sparse_cells` may be at most this many cells for each that holds
+something: a sheet of 12 columns with two filled in each row is 6."""
+
 MAX_INDEX_PART = 64 * MB
 """workbook.xml and relationship parts are parsed as trees; Excel's are kilobytes."""
 
@@ -87,6 +91,9 @@ class SheetFacts:
     hidden_rows: set[int] = field(default_factory=set)
     hidden_columns: list[tuple[int, int]] = field(default_factory=list)
     extent: Extent | None = None
+    written: int = 0
+    """Cells that hold something as the XML writes them, a cell written twice counted twice: what
+    calamine keeps a list of before it lays them out in the extent."""
 
 
 class SheetScan:
@@ -127,6 +134,7 @@ class SheetScan:
             if b"hidden" in data:
                 self.facts.hidden_rows.update(int(r) for r in _HIDDEN_ROW_AS_EXCEL.findall(data))
         if refs:
+            self.facts.written += len(refs)
             self._hold_all(b" ".join(refs))
             last = refs[-1]
             if int(last.lstrip(_LETTERS)) == self.row:
@@ -166,6 +174,7 @@ class SheetScan:
             else:
                 self.column += 1
             if not empty:
+                self.facts.written += 1
                 self._hold_all(f"{column_letters(self.column)}{self.row}".encode())
 
     def _columns(self, data: bytes) -> None:
@@ -195,6 +204,10 @@ class OdsScan:
         self.width = 0
         self.repeat = 1
         self.cell: tuple[int, int] | None = None
+        self.filled = 0
+        """Cells holding something in the row, repeats counted out."""
+        self.written = 0
+        """Cells holding something in the table so far; `facts.written` is the most of any table."""
 
     feed = SheetScan.feed
 
@@ -206,24 +219,28 @@ class OdsScan:
         for end, name, attributes, empty in _ODS_TAG.findall(data):
             if name == b"table":
                 if not end:
-                    self.row = 0
+                    self.row = self.written = 0
             elif name == b"table-row":
                 if not end:
-                    self.column = self.width = 0
+                    self.column = self.width = self.filled = 0
                     self.repeat = _repeats(attributes)
                 if end or empty:
                     if self.width:
                         self._hold(self.row + self.repeat, self.width)
                     self.row += self.repeat
+                    self.written += self.filled * self.repeat
+                    self.facts.written = max(self.facts.written, self.written)
             elif end:
                 if self.cell is not None:
                     self.width = max(self.width, self.cell[1])
+                    self.filled += self.cell[1] - self.cell[0]
                     self.cell = None
             else:
                 repeat = _repeats(attributes)
                 start, self.column = self.column, self.column + repeat
                 if _VALUE_TYPE.search(attributes):
                     self.width = max(self.width, self.column)
+                    self.filled += repeat
                 elif not empty:
                     self.cell = (start, self.column)  # holds something if it has content, e.g. <text:p>
 
@@ -268,7 +285,8 @@ def inspect(path: Path, sheet: str | None, limit: Limits) -> SheetFacts:
     for scan in scans.values():
         facts = scan.close()
         if facts.extent is not None:
-            _check_extent(path, facts.extent, limit)
+            _check_extent(path, facts, limit)
+            _check_sparse(path, facts, limit)
     facts = scans[target].facts if target else SheetFacts()
     return facts
 
@@ -295,7 +313,7 @@ def _stream(path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, scan: S
                 if scan is not None:
                     scan.feed(chunk)
                     if scan.facts.extent is not None:
-                        _check_extent(path, scan.facts.extent, limit)
+                        _check_extent(path, scan.facts, limit)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as exc:
         raise InputError(f"{path.name} is damaged: its part {info.filename} cannot be unpacked ({exc})") from None
 
@@ -352,7 +370,9 @@ def _elements(path: Path, archive: zipfile.ZipFile, part: str, tag: str):
         return
 
 
-def _check_extent(path: Path, extent: Extent, limit: Limits) -> None:
+def _check_extent(path: Path, facts: SheetFacts, limit: Limits) -> None:
+    """Checked as the sheet streams in, so what is beyond a limit is refused at the chunk that reaches it."""
+    extent = facts.extent
     if extent.last_row > limit.max_rows:
         raise InputError(f"{path.name}: cell {extent.lowest} holds something in row {extent.last_row:,}, beyond "
                          f"the {limit.max_rows:,} rows " + too_big("the tool reads: delete what is there "
@@ -364,7 +384,30 @@ def _check_extent(path: Path, extent: Extent, limit: Limits) -> None:
                              "max_columns"))
     if extent.cells > limit.max_cells:
         raise InputError(
-            f"{path.name}: its cells reach from row {extent.first_row:,} to {extent.last_row:,} (cell "
-            f"{extent.lowest}) and from column {column_letters(extent.first_column)} to "
-            f"{column_letters(extent.last_column)} (cell {extent.rightmost}), {extent.cells:,} cells, more than the "
-            f"{limit.max_cells:,} " + too_big("the tool reads: delete stray cells far from your data", "max_cells"))
+            f"{path.name}: {_reach(extent)}, more than the {limit.max_cells:,} "
+            + too_big("the tool reads: delete stray cells far from your data", "max_cells"))
+    if facts.written > extent.cells:
+        raise InputError(
+            f"{path.name} is not a workbook a spreadsheet program wrote: its sheet writes the same cells over and "
+            f"over ({facts.written:,} cells as far as it was read, in the {extent.cells:,} from "
+            f"{column_letters(extent.first_column)}{extent.first_row} to "
+            f"{column_letters(extent.last_column)}{extent.last_row})")
+
+
+def _check_sparse(path: Path, facts: SheetFacts, limit: Limits) -> None:
+    """calamine lays a sheet out as every cell of its extent, so a few cells far apart cost as much as
+    a sheet full of data: the extent may be large only where the cells in it hold something."""
+    extent = facts.extent
+    most = max(SPARSE_FACTOR * facts.written, limit.max_sparse_cells)
+    if extent.cells > most:
+        raise InputError(
+            f"{path.name}: {_reach(extent)}, and only {facts.written:,} of them hold something: more than the "
+            f"{limit.max_sparse_cells:,} cells (or {SPARSE_FACTOR} for each that holds something) "
+            + too_big("the tool reads of a sheet that empty: delete stray cells far from your data",
+                      "max_sparse_cells"))
+
+
+def _reach(extent: Extent) -> str:
+    return (f"its cells reach from row {extent.first_row:,} to {extent.last_row:,} (cell {extent.lowest}) and from "
+            f"column {column_letters(extent.first_column)} to {column_letters(extent.last_column)} (cell "
+            f"{extent.rightmost}), {extent.cells:,} cells")
