@@ -17,7 +17,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -54,6 +54,12 @@ def location_body(location: Location) -> dict[str, Any]:
         body["coordinates"] = {"latitude": location.coordinates.latitude,
                                "longitude": location.coordinates.longitude}
     return body
+
+
+def patch_body(location: Location, changes: Iterable[str]) -> dict[str, Any]:
+    """A PATCH of only the fields that differ (`changes`, the spec's names): the rest stays as held."""
+    body = location_body(location)
+    return {name: body[name] for name in changes}
 
 
 def coordinates_body(latitude: float, longitude: float) -> dict[str, Any]:

@@ -4,7 +4,9 @@ A results file says per row, not per entity, what a run did: `created` means som
 was created and all of it is registered; `exists` means all of it was registered before. So:
 
 - Everything an `exists` row names (its user, location, resource) existed before the run: kept,
-  even where a `created` row names it too (a new device at a site registered earlier).
+  even where a `created` row names it too (a new device at a site registered earlier). An `updated`
+  or `differs` row's site was registered before too; its device may be new, but the row cannot
+  tell, so everything it names is kept as well.
 - The last entity a `created` row names (its resource, else its location, else its user) was
   created by the run: had it existed, its parents would have too, and the row would say `exists`.
 - A user or location that `created` rows name only as the parent of something else may have existed
@@ -48,7 +50,9 @@ COLUMNS = ("resource_cleanup", "location_cleanup", "user_cleanup")
 DELETED, GONE, WOULD, NOT_REACHED = "deleted", "gone", "would delete", "not reached"
 SETTLED = (DELETED, GONE)
 
-EXISTED = "a row says it existed before this tool's run (status exists)"
+EXISTED = "a row says it existed before this tool's run (status exists, updated or differs)"
+HELD_BEFORE = ("exists", "updated", "differs")
+"""Row statuses that say the row's site (and so its user) was registered before the run."""
 NOT_CREATED = "no row says this tool created it"
 MAY_HAVE_EXISTED = "it may have existed before the run"
 STILL_HOLDS = "it still holds what this command did not delete"
@@ -98,10 +102,10 @@ def decide(rows: list[followup.Recorded], found_before: dict[str, int], keep_use
             entities.setdefault(key, Entity(*key, row.user_id or key[1])).rows.append(row)
         if row.status == "created" and named:
             last_of_created.add(named[-1])
-    existed_before = {kind: sum(1 for (k, _), e in entities.items() if k == kind and _row(e, "exists"))
+    existed_before = {kind: sum(1 for (k, _), e in entities.items() if k == kind and _row(e, *HELD_BEFORE))
                       for kind in ORDER}
     for key, entity in entities.items():
-        existed = _row(entity, "exists")
+        existed = _row(entity, *HELD_BEFORE)
         created = _row(entity, "created")
         if existed is not None:
             entity.kept = f"{EXISTED}: row {existed.number}"
@@ -117,8 +121,8 @@ def decide(rows: list[followup.Recorded], found_before: dict[str, int], keep_use
     return entities
 
 
-def _row(entity: Entity, status: str) -> followup.Recorded | None:
-    return next((r for r in entity.rows if r.status == status), None)
+def _row(entity: Entity, *statuses: str) -> followup.Recorded | None:
+    return next((r for r in entity.rows if r.status in statuses), None)
 
 
 async def cleanup(source: str | Path | Sheet, where: Target, *, out: str | Path | None = None, dry_run: bool = False,

@@ -209,7 +209,8 @@ async def _send(intake: Intake, where: Target, args: argparse.Namespace) -> Resu
     try:
         return await onboarding.send(intake, where, out=_out(args), batch_size=args.batch_size,
                                      concurrency=args.concurrency, progress=args.progress, state=args.state,
-                                     custom_url=args.base_url is not None, enroll=args.enroll, say=_say)
+                                     custom_url=args.base_url is not None, enroll=args.enroll,
+                                     update=args.update, say=_say)
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
 
@@ -354,6 +355,21 @@ def cmd_eligibility(args: argparse.Namespace) -> int:
         custom_url=args.base_url is not None, say=_say))))
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from onboard import onboarding
+    from onboard.preview import preview
+
+    where = onboarding.target(args.env, args.base_url, args.token_url)
+    intake = _read(args)
+    for notice in intake.notices:
+        _say(notice)
+    return _show_follow_up(asyncio.run(_stoppable(preview(
+        intake, where, out=_out(args), concurrency=args.concurrency, progress=args.progress, state=args.state,
+        custom_url=args.base_url is not None, say=_say))))
+
+
 def _read_results(args: argparse.Namespace) -> Intake:
     """A results file, read and planned as `run` reads it (with the mapping its run had), no print-out."""
     from onboard import onboarding
@@ -472,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--test-area", type=int, choices=(1, 2), metavar="1|2",
                      help="sandbox: register every location at its own point inside the guide's test area 1 "
                      "(Svalbard) or 2 (Longyearbyen), so its user becomes eligible; refused for production")
+    run.add_argument("--update", action="store_true",
+                     help="also change sites the API holds with another location type, other meter point ids or "
+                     "other coordinates than the sheet's (PATCH, only those fields): status updated; without it "
+                     "such rows are `differs`, exit 1, and nothing is changed")
     run.add_argument("--yes", action="store_true", help="do not ask before writing to production")
     run.set_defaults(handler=cmd_run)
 
@@ -488,6 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
     template.add_argument("output", metavar="OUT", help="OUT.xlsx or OUT.csv")
     template.add_argument("--force", action="store_true", help="replace OUT if it exists")
     template.set_defaults(handler=cmd_template)
+
+    plan = commands.add_parser(
+        "plan", help="compare the sheet with what the API holds: what a run would create, update or refuse",
+        description="Read what the API holds for the sheet's users (as run's discovery does) and send no writes; "
+        "write <stem>.plan.<ext>: every row with a plan column (create, unchanged, update: <fields>, conflict: "
+        "<why>, invalid: <why>) and plan_detail (what differs, what conflicts).")
+    _input_flags(plan)
+    _api_flags(plan)
+    _concurrency_flag(plan)
+    plan.set_defaults(handler=cmd_plan)
 
     eligibility = commands.add_parser(
         "eligibility", help="ask which meter points and users are eligible for the SPARK program, and who is enrolled",

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from onboard.settings import Target
     from onboard.sheet import Sheet
 
-REGISTERED = ("created", "exists")
+REGISTERED = ("created", "updated", "exists", "differs")
 KINDS = ("user", "location", "resource")
 
 

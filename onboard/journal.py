@@ -248,7 +248,8 @@ class Journal:
 
     # what a resumed run starts from
 
-    def outcomes(self, states: Sequence[str] = ("created", "exists", "failed")) -> Iterator[tuple[str, str, Outcome]]:
+    def outcomes(self, states: Sequence[str] = ("created", "exists", "failed", "differs", "updated")
+                 ) -> Iterator[tuple[str, str, Outcome]]:
         """Settled outcomes worth keeping: by default (a `run`'s) registered entities and refusals the
         API gave; a command's own journal names its own (`deleted`, `gone`, `moved`, ...)."""
         marks = ", ".join("?" * len(states))

@@ -25,6 +25,7 @@ from onboard import __version__
 from onboard.errors import Interrupted, OnboardError
 
 if TYPE_CHECKING:
+    import httpx
     import pandas
 
     from onboard.mapping import Mapping
@@ -313,14 +314,17 @@ def target(env: str = "sandbox", base_url: str | None = None, token_url: str | N
 
 async def send(intake: Intake, where: Target, *, out: str | os.PathLike | None = None, batch_size: int = 100,
                concurrency: int = 16, progress: bool | None = None, state: str | os.PathLike | None = None,
-               custom_url: bool = False, enroll: bool = False,
+               custom_url: bool = False, enroll: bool = False, update: bool = False,
+               transport: httpx.AsyncBaseTransport | None = None,
                say: Callable[[str], None] = lambda text: None) -> Result:
     """Register the intake's plan at `where` and describe what happened. With `out`, the outputs and
     the journal are written there, and an interrupted run of the same sheet resumes; without it the
     run keeps its progress in memory. Refused credentials raise before anything is sent; the API
     stopping part-way (or a cancellation) ends the run with `Result.stopped` set. With `enroll`, every
     registered user is then enrolled in the program (a user must be eligible: in the sandbox, a
-    location inside a test area)."""
+    location inside a test area). A site the API holds with other fields than the sheet's is
+    `differs` and left alone; with `update`, those fields are changed (`updated`). `transport`
+    replaces the network (or, for `--env local`, the in-process emulator) under the same client."""
     from onboard import api, report
     from onboard.pipeline import BatchSize, Ledger, Run, stop_everything
     from onboard.settings import Tuning, load
@@ -342,9 +346,13 @@ async def send(intake: Intake, where: Target, *, out: str | os.PathLike | None =
                 f"settled; journal {journal.path})")
         stopped: OnboardError | None = None
         try:
-            async with api.connect(where, concurrency, tuning, emulator_knobs=knobs, stats=stats) as client:
+            async with api.connect(where, concurrency, tuning, transport=transport, emulator_knobs=knobs,
+                                   stats=stats) as client:
                 await client.sign_in()
-                await Run(client, plan, ledger, batch, concurrency, show_progress=progress)()
+                test_areas = not where.production
+                await Run(client, plan, ledger, batch, concurrency, show_progress=progress, test_areas=test_areas)()
+                if update:
+                    await _update(client, plan, ledger, concurrency, progress, test_areas)
                 if enroll:
                     await _enroll(client, plan, ledger, concurrency, progress)
         except OnboardError as exc:
@@ -393,6 +401,20 @@ async def _enroll(client: Any, plan: Plan, ledger: Any, concurrency: int, progre
         await enrollment.enroll(client, users, ledger, concurrency, tick=lambda: bar.update(1))
 
 
+async def _update(client: Any, plan: Plan, ledger: Any, concurrency: int, progress: bool | None,
+                  test_areas: bool) -> None:
+    from tqdm.auto import tqdm
+
+    from onboard import update
+
+    locations = update.pending(plan, ledger)
+    if not locations:
+        return
+    with tqdm(total=len(locations), desc="updates", unit="location",
+              disable=None if progress is None else not progress) as bar:
+        await update.update(client, locations, ledger, concurrency, test_areas, tick=lambda: bar.update(1))
+
+
 def _journal(intake: Intake, where: Target, knobs: Any, outputs: Outputs | None):
     if outputs is None:
         return None
@@ -426,20 +448,23 @@ def run(source: Any, env: str = "sandbox", base_url: str | None = None, token_ur
         batch_size: int = 100, concurrency: int = 16, progress: bool | None = None, *,
         mapping: Mapping | dict | str | os.PathLike | None = None, sheet: str | None = None,
         where: Iterable[str] = (), strict_meter_ids: bool = False, state: str | os.PathLike | None = None,
-        name: str | None = None, test_area: int | None = None, enroll: bool = False) -> Result:
+        name: str | None = None, test_area: int | None = None, enroll: bool = False,
+        update: bool = False) -> Result:
     """Register a sheet's customers, sites and devices in the Energy Coordination API.
 
     `env` is "sandbox", "production" or "local" (the emulator, in-process; `state` is its SQLite
     file). Credentials come from the arguments, else SPARK_CLIENT_ID / SPARK_CLIENT_SECRET in the
     environment or a `.env` file. With `out`, the outputs and the journal are written there and an
     interrupted run resumes, as on the command line. `test_area` (1 or 2, the sandbox's) places every
-    location at its own point inside that test area; `enroll` then enrolls every registered user.
+    location at its own point inside that test area; `enroll` then enrolls every registered user;
+    `update` changes the sites the API holds with other fields than the sheet's (else they are
+    `differs`, and left alone).
 
     Inside a running event loop (a Jupyter cell), the run goes on in a worker thread with a loop of
     its own, and this call waits for it; `await onboard.run_async(...)` runs in the caller's loop."""
     coroutine = run_async(source, env, base_url, token_url, client_id, client_secret, out, batch_size, concurrency,
                           progress, mapping=mapping, sheet=sheet, where=where, strict_meter_ids=strict_meter_ids,
-                          state=state, name=name, test_area=test_area, enroll=enroll)
+                          state=state, name=name, test_area=test_area, enroll=enroll, update=update)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -454,7 +479,7 @@ async def run_async(source: Any, env: str = "sandbox", base_url: str | None = No
                     progress: bool | None = None, *, mapping: Mapping | dict | str | os.PathLike | None = None,
                     sheet: str | None = None, where: Iterable[str] = (), strict_meter_ids: bool = False,
                     state: str | os.PathLike | None = None, name: str | None = None,
-                    test_area: int | None = None, enroll: bool = False) -> Result:
+                    test_area: int | None = None, enroll: bool = False, update: bool = False) -> Result:
     """`run`, in the caller's event loop."""
     where_to = target(env, base_url, token_url, client_id, client_secret)
     if test_area is not None:
@@ -463,7 +488,7 @@ async def run_async(source: Any, env: str = "sandbox", base_url: str | None = No
     if test_area is not None:
         place_in_test_area(intake, test_area)
     return await send(intake, where_to, out=out, batch_size=batch_size, concurrency=concurrency, progress=progress,
-                      state=state, custom_url=base_url is not None, enroll=enroll)
+                      state=state, custom_url=base_url is not None, enroll=enroll, update=update)
 
 
 # words

@@ -29,14 +29,22 @@ from onboard.plan import Location, Plan, Resource, User
 LIST_PAGE_SIZE = 1000
 
 
+REGISTERED = ("created", "exists", "differs", "updated", "planned")
+"""States of an entity the API holds (or, in a plan, would hold): its children may go."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     state: str
-    """created, exists, failed, or invalid: not sent, because what the API holds forbids it."""
+    """created, exists, failed, or invalid: not sent, because what the API holds forbids it; for a
+    location the API holds with other fields than the sheet's, differs (left as it is) or updated
+    (`--update` changed those fields); in a plan, which sends nothing, planned: it would be created."""
     reason: str = ""
     warnings: tuple[str, ...] = ()
     final: bool = True
     """False for a failure the next run should try again (API down, interrupted)."""
+    changes: tuple[str, ...] = ()
+    """For `differs`: the fields (the spec's names) the sheet would change."""
 
 
 class Journal(Protocol):
@@ -81,7 +89,7 @@ class Ledger:
 
     def registered(self, kind: str, entity_id: str) -> bool:
         outcome = self.get(kind, entity_id)
-        return outcome is not None and outcome.state in ("created", "exists")
+        return outcome is not None and outcome.state in REGISTERED
 
 
 @dataclass
@@ -103,32 +111,60 @@ class Match:
     same: bool = True
     reason: str = ""
     warnings: tuple[str, ...] = ()
+    changes: tuple[str, ...] = ()
+    """The fields (the spec's names) where a location the API holds differs from the sheet."""
 
 
 MISSING = Match(found=False)
+FIELDS = {"locationType": "location type", "meterPointIds": "meter point ids", "coordinates": "coordinates"}
+"""A location's fields that `--update` changes, in words."""
 
 
 # comparing what the API holds with what the sheet asks for
 
 
-def compare_location(planned: Location, held: dict[str, Any]) -> Match:
+def compare_location(planned: Location, held: dict[str, Any], test_areas: bool = False) -> Match:
+    """A field the sheet leaves empty is not compared: the sheet says nothing of it. With
+    `test_areas` (any API but production), a site the API holds inside one of the sandbox's test
+    areas stays there: `--test-area` or `move` put it there on purpose."""
     if held.get("userId") not in (None, planned.user_id):
         return Match(True, False, f"location ID {planned.id} is registered to another user")
-    warnings = []
+    said = []
+    if planned.location_type and held.get("locationType") != planned.location_type:
+        said.append(("locationType", f"location_type: the API holds {held.get('locationType') or '(none)'}, "
+                                     f"the sheet says {planned.location_type}"))
     if planned.meter_point_ids and set(held.get("meterPointIds") or []) != set(planned.meter_point_ids):
-        warnings.append(f"location {planned.id} is registered with meter point ids "
-                        f"{', '.join(held.get('meterPointIds') or []) or '(none)'}, not "
-                        f"{', '.join(planned.meter_point_ids)}")
+        said.append(("meterPointIds", f"meter_point_ids: the API holds "
+                                      f"{', '.join(held.get('meterPointIds') or []) or '(none)'}, the sheet says "
+                                      f"{', '.join(planned.meter_point_ids)}"))
     held_at = held.get("coordinates") or {}
+    warnings = ()
     if planned.coordinates and not (
         math.isclose(held_at.get("latitude", math.inf), planned.coordinates.latitude)
         and math.isclose(held_at.get("longitude", math.inf), planned.coordinates.longitude)
     ):
-        warnings.append(f"location {planned.id} is registered at other coordinates")
-    if planned.location_type and held.get("locationType") != planned.location_type:
-        warnings.append(f"location {planned.id} is registered as {held.get('locationType')}, "
-                        f"not {planned.location_type}")
-    return Match(True, True, warnings=tuple(warnings))
+        where = (f"{held_at['latitude']}, {held_at['longitude']}" if "latitude" in held_at and "longitude" in held_at
+                 else "(none)")
+        area = _test_area(held_at) if test_areas else None
+        if area is not None:
+            warnings = (f"location {planned.id} is in the sandbox's test area {area}, where --test-area or move "
+                        "placed it: it stays there (move --restore moves it back to the sheet's coordinates)",)
+        else:
+            said.append(("coordinates", f"latitude, longitude: the API holds {where}, the sheet says "
+                                    f"{planned.coordinates.latitude}, {planned.coordinates.longitude}"))
+    if not said:
+        return Match(True, warnings=warnings)
+    return Match(True, True, "; ".join(text for _, text in said) + f" (location {planned.id}): fix the sheet, or "
+                 "run with --update to change the site", warnings, changes=tuple(name for name, _ in said))
+
+
+def _test_area(held_at: dict[str, Any]) -> int | None:
+    latitude, longitude = held_at.get("latitude"), held_at.get("longitude")
+    if not isinstance(latitude, int | float) or not isinstance(longitude, int | float):
+        return None
+    from onboard.areas import which_area
+
+    return which_area(latitude, longitude)
 
 
 def compare_resource(planned: Resource, held: dict[str, Any]) -> Match:
@@ -525,7 +561,8 @@ class Overlap:
     async def _locations_of(self, user_id: str) -> None:
         held = await self.run._held_locations(user_id)
         if user_id in self.reading["location"]:
-            self._settle_found("location", self.sites.get(user_id, ()), held, compare_location)
+            self._settle_found("location", self.sites.get(user_id, ()), held,
+                               functools.partial(compare_location, test_areas=self.run.test_areas))
             self.reading["location"].discard(user_id)
             self._warn_unnamed(user_id)
             for location in self.sites.get(user_id, ()):
@@ -596,6 +633,10 @@ class Run:
     batch: BatchSize
     concurrency: int = 16
     show_progress: bool | None = None
+    dry: bool = False
+    """Read what the API holds, send nothing: what would be created is settled `planned`."""
+    test_areas: bool = False
+    """Not production: a site the API holds in a sandbox test area is not moved back (`compare_location`)."""
     bars: dict[str, tqdm] = field(default_factory=dict)
     held: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Locations the API holds, by user, as discovery read them."""
@@ -650,7 +691,7 @@ class Run:
 
     async def probe_location(self, location: Location) -> Match:
         answer = await self.api.location(location.user_id, location.id)
-        return compare_location(location, answer.body) if answer.ok else MISSING
+        return compare_location(location, answer.body, self.test_areas) if answer.ok else MISSING
 
     async def probe_resource(self, resource: Resource) -> Match:
         answer = await self.api.resource(resource.id)
@@ -761,7 +802,9 @@ class Run:
             self.overlap.settled(kind, ids)
 
     def _settle_match(self, kind: str, entity_id: str, match: Match, same_state: str) -> None:
-        if match.same:
+        if match.same and match.changes:
+            self._settle(kind, [entity_id], Outcome("differs", match.reason, match.warnings, changes=match.changes))
+        elif match.same:
             self._settle(kind, [entity_id], Outcome(same_state, warnings=match.warnings))
         else:
             self._settle(kind, [entity_id], Outcome("failed", match.reason))
@@ -788,6 +831,9 @@ class Run:
         if ambiguous:
             items = await self._unconfirmed(stage, items)
         if not items:
+            return
+        if self.dry:
+            self._settle(stage.kind, [item.id for item in items], Outcome("planned"))
             return
         if stage.batched and len(items) > self.batch.value:
             for chunk in _chunks(items, self.batch.value):

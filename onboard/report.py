@@ -30,7 +30,7 @@ ID_FIELDS = ("user_id", "location_id", "resource_id")
 KEY_FIELDS = frozenset({"customer_id", "location_ref", "meter_point_ids", "resource_ref", "resource_meter_point_id",
                         *ID_FIELDS})
 """Columns Excel would damage by reading them as numbers: stored as text in xlsx outputs."""
-STATUS_ORDER = ("created", "exists", "valid", "failed", "invalid", "not sent", "skipped")
+STATUS_ORDER = ("created", "updated", "exists", "valid", "differs", "failed", "invalid", "not sent", "skipped")
 CHECKS = {
     "totals_or_headings": "a totals row or heading, refused",
     "shared_meter_points": "a meter point id on two sites, refused",
@@ -40,9 +40,10 @@ CHECKS = {
     "template_example": "the template's example row, warned",
 }
 """What each of the plan's cross-row checks counts, in words."""
-TO_FIX = ("failed", "invalid")
-"""Statuses of the rows the user must fix: the errors file holds exactly these."""
-FOLLOW_UPS = ("eligibility", "move", "cleanup", "cleanup-dry-run")
+TO_FIX = ("failed", "invalid", "differs")
+"""Statuses of the rows the user must fix (a `differs` row: the sheet, or the API with `--update`):
+the errors file holds exactly these."""
+FOLLOW_UPS = ("plan", "eligibility", "move", "cleanup", "cleanup-dry-run")
 """Commands that follow a run: each writes `<stem>.<command>.<ext>` (the input's rows and its own
 columns) and `<stem>.<command>.json`; a dry run of `cleanup` never overwrites the record of a real one."""
 JOURNALLED = ("move", "cleanup")
@@ -71,7 +72,7 @@ class RowResult:
 
     @property
     def landed(self) -> bool:
-        return self.status in ("created", "exists", "valid")
+        return self.status in ("created", "updated", "exists", "valid")
 
     @property
     def to_fix(self) -> bool:
@@ -160,6 +161,11 @@ def _row_status(row_plan: RowPlan, ledger: Ledger, enrolled: bool = False) -> tu
     if unreached:
         deepest = unreached[-1]
         return "not sent", deepest.reason if deepest else "not sent: the run stopped before reaching it"
+    differs = [o for o in outcomes if o.state == "differs"]
+    if differs:
+        return "differs", differs[-1].reason
+    if any(o.state == "updated" for o in outcomes):
+        return "updated", ""
     if any(o.state == "created" for o in outcomes):
         return "created", ""
     return "exists", ""
@@ -448,15 +454,16 @@ def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger
                 counts["not sent"] += 1
             else:
                 counts[outcome.state] += 1
-        states = ("created", "exists", "failed", "invalid", "not sent") if ledger else ("planned",)
+        states = ("created", "updated", "exists", "differs", "failed", "invalid", "not sent") if ledger \
+            else ("planned",)
         entities[kind] = {state: counts.get(state, 0) for state in states
-                          if counts.get(state) or state not in ("invalid", "not sent")}
+                          if counts.get(state) or state not in ("invalid", "not sent", "updated", "differs")}
     return {
         "input": str(sheet.path),
         "sheet": sheet.sheet_name,
         "header_row": sheet.header_row,
         "rows": len(results),
-        "status": {s: statuses[s] for s in STATUS_ORDER if statuses[s] or s in TO_FIX},
+        "status": {s: statuses[s] for s in STATUS_ORDER if statuses[s] or s in ("failed", "invalid")},
         "entities": entities,
         "reasons": frequent_reasons(results),
         "checks": {name: n for name, n in sorted(plan.counts.items()) if n},
@@ -505,7 +512,7 @@ def original_results(source: Path, outputs: Outputs) -> Path | None:
     return target
 
 
-FOLDED = ("created", "exists", "failed", "invalid")
+FOLDED = ("created", "updated", "exists", "differs", "failed", "invalid")
 """Statuses that say where a row stands now; `skipped` and `not sent` rows keep what the file said."""
 
 

@@ -24,8 +24,8 @@ from onboard.contract import LocationType, ResourceType
 
 HEADER_FILL = "#DDEBF7"
 PROBLEM_FILL = "#FFC7CE"
-STATUS_FILLS = {"created": "#E2EFDA", "exists": "#EDEDED", "valid": "#E2EFDA", "failed": "#FFC7CE",
-                "invalid": "#FFEB9C"}
+STATUS_FILLS = {"created": "#E2EFDA", "updated": "#E2EFDA", "exists": "#EDEDED", "valid": "#E2EFDA",
+                "failed": "#FFC7CE", "invalid": "#FFEB9C", "differs": "#FCE4D6"}
 TEXT = "@"
 WIDTH_SAMPLE = 500
 MAX_WIDTH = 60

@@ -265,9 +265,11 @@ def test_nulls_in_a_read_stand_for_absent_fields(capsys, tmp_path, serve):
         return discovery(request, server)
 
     code, out, err = onboard(capsys, serve(override), source)
-    assert code == 0, err
+    assert code == 1, err
     (row,) = read_csv(tmp_path / "in.results.csv")
-    assert row["status"] == "exists" and "registered at other coordinates" in row["warnings"]
+    assert row["status"] == "differs"
+    assert row["error"].startswith(f"meter_point_ids: the API holds (none), the sheet says {MPIDS[0]}; "
+                                   "latitude, longitude: the API holds (none), the sheet says 59.9, 10.7")
 
 
 def test_a_refused_page_is_not_read_as_a_page(capsys, tmp_path, serve):

@@ -141,15 +141,18 @@ def test_fixed_errors_file_reruns_to_completion(capsys, tmp_path):
             cells["customer_id"].value = "999999"
     workbook.save(errors_path)
     code, out, err = run(capsys, "run", errors_path, *local(state))
+    assert code == 1 and "(differs): meter_point_ids: the API holds (none), the sheet says" in err, \
+        "a fixed row giving a registered site a meter point id changes that site: only with --update"
+    code, out, err = run(capsys, "run", errors_path, *local(state), "--update")
     assert code == 0, err
     rerun = read_xlsx(tmp_path / "customers.errors.results.xlsx")
-    assert {r["status"] for r in rerun} == {"created"}
+    assert {r["status"] for r in rerun} == {"exists", "updated"}  # the rest landed in the run before
     assert not (tmp_path / "customers.errors.errors.xlsx").exists() and "errors:  none" in out
     fixed_rows = [r["row"] for r in read_xlsx(errors_path)]
     assert [r["row"] for r in rerun] == fixed_rows, "the original row numbers go through the loop"
     final = read_xlsx(tmp_path / "customers.results.xlsx")
     assert [r["row"] for r in final] == list(range(2, len(final) + 2))
-    assert {r["status"] for r in final} == {"created"} and all(r["user_id"] for r in final)
+    assert {r["status"] for r in final} == {"created", "exists", "updated"} and all(r["user_id"] for r in final)
     assert f"{len(fixed_rows)} rows brought up to date in" in out
 
 
@@ -192,8 +195,9 @@ async def test_an_already_exists_answer_is_confirmed_with_a_get(tmp_path):
     app.store.add_resource(Resource(vehicle.id, user, "Vehicle"))
     ledger, stats, checked = await onboard(plan, app, discover=False)
     assert ledger.get("user", user).state == "exists"
-    assert ledger.get("location", location.id).state == "exists"
-    assert "registered with meter point ids" in ledger.get("location", location.id).warnings[0]
+    assert ledger.get("location", location.id).state == "differs"
+    assert ledger.get("location", location.id).reason.startswith(
+        f"meter_point_ids: the API holds {MPIDS[1]}, the sheet says {MPIDS[0]}")
     assert ledger.get("resource", same.id).state == "exists"
     assert ledger.get("resource", vehicle.id).state == "exists"
     assert ledger.get("resource", different.id).state == "failed"

@@ -1,0 +1,236 @@
+"""The weeks after the first import (issue 11): `run` tells a site the API holds otherwise than the
+sheet (`differs`, exit 1, nothing changed), `run --update` PATCHes only what changed (`updated`),
+and `onboard plan` says per row what a run would do, sending no writes.
+
+Through the command line against `--env local`, and where the requests themselves are the point,
+through `onboarding.send` / `preview` over `ContractChecked`, so each request is checked against
+the vendor's spec independently of the emulator.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from helpers import ContractChecked, local, meter_point_id, read_csv, run, state_counts, write_csv
+from onboard import onboarding, settings
+from onboard.cleanup import decide
+from onboard.emulator import EmulatorSettings, Store, create_app
+from onboard.followup import Recorded
+from onboard.journal import Journal
+from onboard.pipeline import Outcome, compare_location
+from onboard.preview import preview
+
+M1, M2, M3, M4 = (meter_point_id(n) for n in range(1, 5))
+OSLO = ("59.9139", "10.7522")
+BERGEN = ("60.3913", "5.3221")
+
+SHEET = [
+    ["1001", "home", "Residential", M1, "", "", "HV-1", "HVAC"],   # 2
+    ["1001", "home", "Residential", M1, "", "", "CH-1", "Charger"],  # 3: the same site
+    ["1002", "cabin", "Residential", M2, *OSLO, "", ""],          # 4
+    ["1003", "flat", "Commercial", M3, "", "", "", ""],           # 5
+]
+
+
+class Recording(httpx.AsyncBaseTransport):
+    """Passes requests on, keeping (method, path, JSON body) of each API request."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.sent: list[tuple[str, str, object]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if "/energy-coordination/" in request.url.path:
+            self.sent.append((request.method, request.url.path, json.loads(await request.aread() or b"null")))
+        return await self.inner.handle_async_request(request)
+
+
+def checked(state) -> Recording:
+    return Recording(ContractChecked(httpx.ASGITransport(app=create_app(EmulatorSettings(state=state)))))
+
+
+@pytest.fixture
+def state(tmp_path):
+    return tmp_path / "emulator.sqlite"
+
+
+@pytest.fixture
+def registered(capsys, tmp_path, state):
+    """The sheet, run once: everything registered."""
+    sheet = write_csv(tmp_path / "customers.csv", SHEET)
+    code, _, err = run(capsys, "run", sheet, *local(state))
+    assert code == 0, err
+    return sheet
+
+
+def changed(tmp_path, name="customers.csv"):
+    """A month later: a new meter point id on row 2's site, the cabin moved, the flat now a home."""
+    rows = [list(r) for r in SHEET]
+    rows[0][3] = rows[1][3] = M4
+    rows[2][4:6] = BERGEN
+    rows[3][2] = "Residential"
+    return write_csv(tmp_path / name, rows)
+
+
+def held(state, location_id):
+    store = Store(state)
+    try:
+        return store.location(location_id)
+    finally:
+        store.close()
+
+
+def by_row(path):
+    return {int(r["row"]): r for r in read_csv(path)}
+
+
+def test_a_changed_site_is_differs_names_the_fields_and_changes_nothing(capsys, registered, state, tmp_path):
+    changed(tmp_path)
+    before = state_counts(state)
+    code, out, err = run(capsys, "run", registered, *local(state))
+    assert code == 1
+    rows = by_row(tmp_path / "customers.results.csv")
+    assert [rows[n]["status"] for n in (2, 3, 4, 5)] == ["differs"] * 4
+    assert rows[2]["error"].startswith(f"meter_point_ids: the API holds {M1}, the sheet says {M4} (location ")
+    assert rows[2]["error"].endswith("fix the sheet, or run with --update to change the site")
+    assert rows[4]["error"].startswith("latitude, longitude: the API holds 59.9139, 10.7522, the sheet says "
+                                       "60.3913, 5.3221")
+    assert rows[5]["error"].startswith("location_type: the API holds Commercial, the sheet says Residential")
+    assert [int(r["row"]) for r in read_csv(tmp_path / "customers.errors.csv")] == [2, 3, 4, 5]
+    location = held(state, rows[2]["location_id"])
+    assert location.meter_point_ids == [M1]  # nothing changed
+    assert state_counts(state) == before
+    summary = json.loads((tmp_path / "customers.summary.json").read_text())
+    assert summary["status"]["differs"] == 4
+    assert summary["entities"]["locations"]["differs"] == 3
+    assert "4 differs" in out and "row 2 (differs): meter_point_ids" in err
+
+
+@pytest.mark.anyio
+async def test_update_patches_only_the_changed_fields_then_all_is_unchanged(capsys, registered, state, tmp_path):
+    sheet = changed(tmp_path)
+    record = checked(state)
+    result = await onboarding.send(onboarding.read(sheet), settings.target("local"), out=tmp_path,
+                                   progress=False, update=True, transport=record)
+    assert result.ok, result.errors
+    assert list(result.results["status"]) == ["updated"] * 4
+    patches = [(path.rsplit("/", 1)[-1], body) for method, path, body in record.sent if method == "PATCH"]
+    ids = {int(r.row): r.location_id for r in result.results.itertuples()}
+    assert sorted(patches, key=str) == sorted([
+        (ids[2], {"meterPointIds": [M4]}),
+        (ids[4], {"coordinates": {"latitude": 60.3913, "longitude": 5.3221}}),
+        (ids[5], {"locationType": "Residential"}),
+    ], key=str)
+    assert held(state, ids[2]).meter_point_ids == [M4]
+    assert (held(state, ids[4]).latitude, held(state, ids[5]).location_type) == (60.3913, "Residential")
+    again = await onboarding.send(onboarding.read(sheet), settings.target("local"), progress=False,
+                                  transport=checked(state))
+    assert set(again.results["status"]) == {"exists"}
+
+
+def test_update_on_the_command_line_and_the_errors_file_loop(capsys, registered, state, tmp_path):
+    changed(tmp_path)
+    assert run(capsys, "run", registered, *local(state))[0] == 1
+    errors = tmp_path / "customers.errors.csv"
+    code, out, err = run(capsys, "run", errors, *local(state), "--update")
+    assert code == 0, err
+    assert "4 updated" in out
+    rows = by_row(tmp_path / "customers.results.csv")  # folded back into the original results
+    assert {rows[n]["status"] for n in (2, 3, 4, 5)} == {"updated"}
+
+
+def test_a_resumed_run_keeps_differs_and_updated(tmp_path):
+    journal = Journal.open(tmp_path / "j.sqlite", tmp_path / "customers.csv", "http://api", {"users": 1},
+                           sha256="0" * 64)
+    journal.settled("location", ["a"], Outcome("differs", "meter_point_ids: ..."))
+    journal.settled("location", ["b"], Outcome("updated"))
+    journal.release()
+    again = Journal.open(tmp_path / "j.sqlite", tmp_path / "customers.csv", "http://api", {"users": 1},
+                         sha256="0" * 64)
+    try:
+        assert again.resumed
+        assert {(i, o.state) for _, i, o in again.outcomes()} == {("a", "differs"), ("b", "updated")}
+    finally:
+        again.release()
+
+
+def test_cleanup_keeps_what_updated_and_differs_rows_name():
+    rows = [Recorded(2, "updated", "u1", "l1", "r1"), Recorded(3, "differs", "u2", "l2")]
+    entities = decide(rows, {})
+    assert all(entity.kept for entity in entities.values())
+
+
+def test_a_site_in_a_test_area_stays_there(capsys, registered, state, tmp_path):
+    """`--test-area` or `move` put it there on purpose: a later run of the sheet is not a change."""
+    assert run(capsys, "move", tmp_path / "customers.results.csv", "--test-area", "2", *local(state))[0] == 0
+    code, out, err = run(capsys, "run", registered, *local(state))
+    assert code == 0, err
+    rows = by_row(tmp_path / "customers.results.csv")
+    assert rows[4]["status"] == "exists" and "is in the sandbox's test area 2" in rows[4]["warnings"]
+    planned = onboarding.read(registered).plan.locations[rows[4]["location_id"]]
+    moved = {"locationId": planned.id, "userId": planned.user_id, "locationType": "Residential",
+             "meterPointIds": [M2],
+             "coordinates": {"latitude": held(state, planned.id).latitude,
+                             "longitude": held(state, planned.id).longitude}}
+    assert compare_location(planned, moved, test_areas=False).changes == ("coordinates",), "production: a change"
+
+
+# plan
+
+
+def test_plan_of_a_new_sheet_is_all_create_and_sends_no_writes(capsys, tmp_path, state):
+    sheet = write_csv(tmp_path / "customers.csv", SHEET + [["1004", "x", "", "12345", "", "", "", ""]])
+    code, out, err = run(capsys, "plan", sheet, *local(state))
+    assert code == 1  # the invalid row
+    rows = read_csv(tmp_path / "customers.plan.csv")
+    assert [r["plan"] for r in rows[:4]] == ["create"] * 4
+    assert rows[4]["plan"].startswith("invalid: meter_point_ids:")
+    assert state_counts(state) == {"users": 0, "locations": 0, "resources": 0} or not any(state_counts(state).values())
+    assert "rows:          4 create, 0 update, 0 unchanged, 0 conflict, 1 invalid" in out
+    assert "row 6: invalid: meter_point_ids" in err
+
+
+@pytest.mark.anyio
+async def test_plan_says_create_unchanged_update_and_conflict(capsys, registered, state, tmp_path):
+    rows = [list(r) for r in SHEET]
+    rows[2][4:6] = BERGEN                                              # 4: moved
+    rows[1][7] = "HVAC"                                                # 3: CH-1 now an HVAC: another type
+    rows.append(["1002", "cabin", "Residential", M2, *BERGEN, "PV-1", "SolarInverter"])  # 6: a new device
+    rows[3] = ["1003", "", "", "", "", "", "EV-1", "Vehicle"]          # 5: a new car; its flat is read
+    rows.append(["1009", "home", "Residential", M3, "", "", "", ""])   # 7: the flat's meter point
+    rows.append(["1010", "home", "Residential", "", *OSLO, "", ""])     # 8: all new
+    sheet = write_csv(tmp_path / "next-month.csv", rows)
+    record = checked(state)
+    before = state_counts(state)
+    result = await preview(onboarding.read(sheet), settings.target("local"), out=tmp_path, progress=False,
+                           transport=record)
+    assert {method for method, _, _ in record.sent} == {"GET"}
+    assert state_counts(state) == before
+    plan = [values for _, values in result.lines]
+    assert plan[0] == ("unchanged", "")
+    assert plan[1][0].startswith("conflict: resource ID ") and "registered as a Charger" in plan[1][0]
+    assert plan[2][0] == "update: coordinates"
+    assert plan[2][1].startswith("latitude, longitude: the API holds 59.9139, 10.7522, the sheet says 60.3913")
+    assert plan[3] == ("create: resource", "already registered: user")
+    assert plan[4][0] == "update: coordinates; and create the resource"
+    assert plan[5][0].startswith(f"conflict: meter point id {M3} is already registered at location ")
+    assert plan[6] == ("create", "")
+    assert not result.ok and len(result.problems) == 2
+    assert result.summary["counts"]["rows"] == {"create": 2, "update": 2, "unchanged": 1, "conflict": 2}
+    assert result.summary["counts"]["locations"] == {"create": 1, "exists": 1, "update": 1, "conflict": 1}
+    written = read_csv(tmp_path / "next-month.plan.csv")
+    assert [r["plan"] for r in written] == [p[0] for p in plan]
+    assert written[0]["customer_id"] == "1001"
+
+
+def test_plan_creates_only_the_new_device_of_an_existing_site(capsys, registered, state, tmp_path):
+    sheet = write_csv(tmp_path / "more.csv", SHEET + [["1003", "flat", "Commercial", M3, "", "", "EV-1", "Charger"]])
+    code, out, err = run(capsys, "plan", sheet, *local(state))
+    assert code == 0, err
+    rows = read_csv(tmp_path / "more.plan.csv")
+    assert rows[-1]["plan"] == "create: resource"
+    assert rows[-1]["plan_detail"] == "already registered: user, location"
+    assert [r["plan"] for r in rows[:-1]] == ["unchanged"] * 4
