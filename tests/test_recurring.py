@@ -234,3 +234,13 @@ def test_plan_creates_only_the_new_device_of_an_existing_site(capsys, registered
     assert rows[-1]["plan"] == "create: resource"
     assert rows[-1]["plan_detail"] == "already registered: user, location"
     assert [r["plan"] for r in rows[:-1]] == ["unchanged"] * 4
+
+
+def test_the_python_api_updates_too(registered, state, tmp_path):
+    import onboard
+
+    sheet = changed(tmp_path, "december.csv")
+    first = onboard.run(sheet, env="local", state=state, progress=False)
+    assert not first.ok and set(first.errors["status"]) == {"differs"}
+    second = onboard.run(sheet, env="local", state=state, progress=False, update=True)
+    assert second.ok and set(second.results["status"]) == {"updated"}
