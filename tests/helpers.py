@@ -70,6 +70,15 @@ def state_counts(state: Path) -> dict[str, int]:
         store.close()
 
 
+def location_of(state: Path, location_id: str):
+    """The emulator's record of a location, read from its state file."""
+    store = Store(state)
+    try:
+        return store.location(location_id)
+    finally:
+        store.close()
+
+
 def summary_of(folder: Path, stem: str) -> dict:
     return json.loads((folder / f"{stem}.summary.json").read_text())
 
@@ -134,3 +143,17 @@ class ContractChecked(httpx.AsyncBaseTransport):
             except Exception as exc:  # noqa: BLE001
                 self.problems.append(f"answer {response.status_code} to {request.method} {request.url.path}: {exc!r}")
         return response
+
+
+class Recording(httpx.AsyncBaseTransport):
+    """Passes requests on, keeping (method, path, JSON body) of each API request."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.sent: list[tuple[str, str, object]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if "/energy-coordination/" in request.url.path:
+            body = json.loads(await request.aread() or b"null")
+            self.sent.append((request.method, request.url.path, body))
+        return await self.inner.handle_async_request(request)

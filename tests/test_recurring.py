@@ -14,10 +14,20 @@ import json
 import httpx
 import pytest
 
-from helpers import ContractChecked, local, meter_point_id, read_csv, run, state_counts, write_csv
+from helpers import (
+    ContractChecked,
+    Recording,
+    local,
+    location_of,
+    meter_point_id,
+    read_csv,
+    run,
+    state_counts,
+    write_csv,
+)
 from onboard import onboarding, settings
 from onboard.cleanup import decide
-from onboard.emulator import EmulatorSettings, Store, create_app
+from onboard.emulator import EmulatorSettings, create_app
 from onboard.followup import Recorded
 from onboard.journal import Journal
 from onboard.pipeline import Outcome, compare_location
@@ -33,19 +43,6 @@ SHEET = [
     ["1002", "cabin", "Residential", M2, *OSLO, "", ""],          # 4
     ["1003", "flat", "Commercial", M3, "", "", "", ""],           # 5
 ]
-
-
-class Recording(httpx.AsyncBaseTransport):
-    """Passes requests on, keeping (method, path, JSON body) of each API request."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self.inner = inner
-        self.sent: list[tuple[str, str, object]] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if "/energy-coordination/" in request.url.path:
-            self.sent.append((request.method, request.url.path, json.loads(await request.aread() or b"null")))
-        return await self.inner.handle_async_request(request)
 
 
 def checked(state) -> Recording:
@@ -75,14 +72,6 @@ def changed(tmp_path, name="customers.csv"):
     return write_csv(tmp_path / name, rows)
 
 
-def held(state, location_id):
-    store = Store(state)
-    try:
-        return store.location(location_id)
-    finally:
-        store.close()
-
-
 def by_row(path):
     return {int(r["row"]): r for r in read_csv(path)}
 
@@ -100,7 +89,7 @@ def test_a_changed_site_is_differs_names_the_fields_and_changes_nothing(capsys, 
                                        "60.3913, 5.3221")
     assert rows[5]["error"].startswith("location_type: the API holds Commercial, the sheet says Residential")
     assert [int(r["row"]) for r in read_csv(tmp_path / "customers.errors.csv")] == [2, 3, 4, 5]
-    location = held(state, rows[2]["location_id"])
+    location = location_of(state, rows[2]["location_id"])
     assert location.meter_point_ids == [M1]  # nothing changed
     assert state_counts(state) == before
     summary = json.loads((tmp_path / "customers.summary.json").read_text())
@@ -124,8 +113,8 @@ async def test_update_patches_only_the_changed_fields_then_all_is_unchanged(caps
         (ids[4], {"coordinates": {"latitude": 60.3913, "longitude": 5.3221}}),
         (ids[5], {"locationType": "Residential"}),
     ], key=str)
-    assert held(state, ids[2]).meter_point_ids == [M4]
-    assert (held(state, ids[4]).latitude, held(state, ids[5]).location_type) == (60.3913, "Residential")
+    assert location_of(state, ids[2]).meter_point_ids == [M4]
+    assert (location_of(state, ids[4]).latitude, location_of(state, ids[5]).location_type) == (60.3913, "Residential")
     again = await onboarding.send(onboarding.read(sheet), settings.target("local"), progress=False,
                                   transport=checked(state))
     assert set(again.results["status"]) == {"exists"}
@@ -173,8 +162,8 @@ def test_a_site_in_a_test_area_stays_there(capsys, registered, state, tmp_path):
     planned = onboarding.read(registered).plan.locations[rows[4]["location_id"]]
     moved = {"locationId": planned.id, "userId": planned.user_id, "locationType": "Residential",
              "meterPointIds": [M2],
-             "coordinates": {"latitude": held(state, planned.id).latitude,
-                             "longitude": held(state, planned.id).longitude}}
+             "coordinates": {"latitude": location_of(state, planned.id).latitude,
+                             "longitude": location_of(state, planned.id).longitude}}
     assert compare_location(planned, moved, test_areas=False).changes == ("coordinates",), "production: a change"
 
 

@@ -14,7 +14,19 @@ import httpx
 import pytest
 from openpyxl import load_workbook
 
-from helpers import HEADERS, ContractChecked, local, meter_point_id, read_csv, read_xlsx, run, state_counts, write_csv
+from helpers import (
+    HEADERS,
+    ContractChecked,
+    Recording,
+    local,
+    location_of,
+    meter_point_id,
+    read_csv,
+    read_xlsx,
+    run,
+    state_counts,
+    write_csv,
+)
 from onboard import areas, followup, onboarding, settings
 from onboard.cleanup import cleanup, decide
 from onboard.eligibility import eligibility
@@ -61,28 +73,6 @@ def results(capsys, sheet, state):
 def by_row(path):
     rows = read_csv(path) if path.suffix == ".csv" else read_xlsx(path)
     return {int(float(r["row"])): r for r in rows} if "row" in rows[0] else {i + 2: r for i, r in enumerate(rows)}
-
-
-def location_of(state, location_id):
-    store = Store(state)
-    try:
-        return store.location(location_id)
-    finally:
-        store.close()
-
-
-class Recording(httpx.AsyncBaseTransport):
-    """Passes requests on, keeping (method, path, JSON body) of each API request."""
-
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self.inner = inner
-        self.sent: list[tuple[str, str, object]] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if "/energy-coordination/" in request.url.path:
-            body = json.loads(await request.aread() or b"null")
-            self.sent.append((request.method, request.url.path, body))
-        return await self.inner.handle_async_request(request)
 
 
 def checked(state) -> tuple[Recording, ContractChecked]:
