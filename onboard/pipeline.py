@@ -732,9 +732,12 @@ class Run:
         users already holds (another customer's, or this customer's site under another ref): its
         rows are refused, and nothing only they ask for is sent. Checked once the sites of every
         registered user are read (`held`), on every resume too, since the journal keeps no
-        refusals; until then, what it may refuse is held back."""
+        refusals; until then, what it may refuse is held back. A registered site the sheet gives
+        another meter point id (`differs`) is refused the same way: `--update` must not move a
+        meter point onto it from another site."""
         pending = [loc for loc in self.plan.locations.values()
-                   if loc.meter_point_ids and self.ledger.get("location", loc.id) is None]
+                   if loc.meter_point_ids and ((outcome := self.ledger.get("location", loc.id)) is None
+                                               or outcome.state == "differs")]
         if not pending:
             return
         holders: dict[str, list[tuple[str, str]]] = defaultdict(list)

@@ -233,3 +233,22 @@ def test_the_python_api_updates_too(registered, state, tmp_path):
     assert not first.ok and set(first.errors["status"]) == {"differs"}
     second = onboard.run(sheet, env="local", state=state, progress=False, update=True)
     assert second.ok and set(second.results["status"]) == {"updated"}
+
+
+def test_a_meter_point_id_another_site_holds_is_refused_not_updated(capsys, registered, state, tmp_path):
+    """Row 2's site would take the flat's meter point (customer 1003's, registered): --update must
+    not PATCH it there; the row is invalid, naming the holder, and the plan says conflict."""
+    rows = [list(r) for r in SHEET]
+    rows[0][3] = rows[1][3] = M3
+    rows[3] = ["1003", "", "", "", "", "", "EV-1", "Vehicle"]  # 1003 is in the sheet: its flat is read
+    sheet = write_csv(tmp_path / "customers.csv", rows)
+    code, out, err = run(capsys, "plan", sheet, *local(state))
+    assert code == 1
+    assert read_csv(tmp_path / "customers.plan.csv")[0]["plan"].startswith(
+        f"conflict: meter point id {M3} is already registered at location ")
+    code, out, err = run(capsys, "run", sheet, *local(state), "--update")
+    assert code == 1
+    rows = by_row(tmp_path / "customers.results.csv")
+    assert rows[2]["status"] == rows[3]["status"] == "invalid"
+    assert f"meter point id {M3} is already registered at location" in rows[2]["error"]
+    assert location_of(state, rows[2]["location_id"]).meter_point_ids == [M1]
