@@ -27,6 +27,9 @@ from onboard.errors import OnboardError
 from onboard.plan import Location, Plan, Resource, User
 
 LIST_PAGE_SIZE = 1000
+UNNAMED_DEVICES = "this sheet does not name"
+"""The words of the warning on a site holding devices the sheet does not name, by which the
+summary counts and the terminal repeats it (a resumed run has it from the journal only)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,16 @@ def compare_resource(planned: Resource, held: dict[str, Any]) -> Match:
         warnings = (f"resource {planned.id} is registered with meter point id {held.get('meterPointId')}, "
                     f"not {planned.meter_point_id}",)
     return Match(True, True, warnings=warnings)
+
+
+def unnamed_devices(plan: Plan, ledger: Ledger) -> list[str]:
+    """The warnings of this run on sites holding devices the sheet does not name, one a site."""
+    found = []
+    for location_id in plan.locations:
+        outcome = ledger.get("location", location_id)
+        if outcome is not None and outcome.warnings:
+            found += [w for w in outcome.warnings if UNNAMED_DEVICES in w]
+    return found
 
 
 def _claimed(location: Location, clashes: list[tuple[str, str, str]]) -> str:
@@ -679,9 +692,10 @@ class Run:
             outcome = self.ledger.get("location", location_id)
             if outcome is None or outcome.state != "exists":
                 continue
+            site = self.plan.locations[location_id].name or f"location {location_id}"
             notes = tuple(note for kind, n in kinds.items() if adding[location_id][kind]
-                          if (note := f"location {location_id} already holds {n} {kind} device{'s' if n > 1 else ''} "
-                                      f"this sheet does not name; this run adds {adding[location_id][kind]} more")
+                          if (note := f"{site} already holds {n} {kind} device{'s' if n > 1 else ''} "
+                                      f"{UNNAMED_DEVICES}; this run adds {adding[location_id][kind]} more")
                           not in outcome.warnings)
             if notes:
                 self.ledger.settle("location", location_id, replace(outcome, warnings=outcome.warnings + notes))

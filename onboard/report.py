@@ -20,7 +20,7 @@ from typing import Any
 from onboard.errors import ConfigError, InputError
 from onboard.files import atomic, refuse_link
 from onboard.journal import journal_path, recorded_input
-from onboard.pipeline import Ledger
+from onboard.pipeline import UNNAMED_DEVICES, Ledger
 from onboard.plan import Plan, RowPlan
 from onboard.records import Problem, excel_damaged
 from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet, SheetRow, column_uses, excel_general, protect
@@ -38,6 +38,7 @@ CHECKS = {
     "repeated_devices": "identical device rows without a serial, warned",
     "swapped_coordinates": "latitude and longitude look swapped, warned",
     "template_example": "the template's example row, warned",
+    "unnamed_devices": "a site the API holds with devices of a type the sheet does not name, warned",
 }
 """What each of the plan's cross-row checks counts, in words."""
 TO_FIX = ("failed", "invalid")
@@ -454,6 +455,15 @@ def frequent_reasons(results: Iterable[RowResult], most: int = 10) -> list[tuple
     return shown
 
 
+def _checks(plan: Plan, results: list[RowResult]) -> Counter[str]:
+    """Rows each cross-row check flagged: the plan's, and the run's own (rows of a site the API
+    holds with devices the sheet does not name, by their warning, which a resumed run has from the
+    journal)."""
+    checks = Counter(plan.counts)
+    checks["unnamed_devices"] = sum(1 for r in results if UNNAMED_DEVICES in r.warnings)
+    return checks
+
+
 def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger | None,
               **extra: Any) -> dict[str, Any]:
     statuses = Counter(r.status for r in results)
@@ -482,7 +492,7 @@ def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger
         "status": {s: statuses[s] for s in STATUS_ORDER if statuses[s] or s in TO_FIX},
         "entities": entities,
         "reasons": frequent_reasons(results),
-        "checks": {name: n for name, n in sorted(plan.counts.items()) if n},
+        "checks": {name: n for name, n in sorted(_checks(plan, results).items()) if n},
         "columns": [{"header": header, "use": use} for header, use in column_uses(sheet.columns)],
         **extra,
     }

@@ -288,7 +288,8 @@ def test_a_site_holding_devices_the_sheet_does_not_name_warns_before_adding_more
     rows = by_row(tmp_path / "second.results.csv")
     assert code == 0 and {r["status"] for r in rows.values()} == {"created"}
     assert {r["warnings"] for r in rows.values()} == {
-        f"location {home_of('100001')} already holds 2 HVAC devices this sheet does not name; this run adds 2 more"}
+        "site 'home' of customer '100001' (rows 2-4) already holds 2 HVAC devices this sheet does not name; "
+        "this run adds 2 more"}
     assert state_counts(state)["resources"] == 5
     again = run(capsys, "run", named, *local(state))
     assert again[0] == 0 and {r["warnings"] for r in read_csv(tmp_path / "second.results.csv")} == {""}
