@@ -22,7 +22,7 @@ from onboard.files import atomic, refuse_link
 from onboard.journal import journal_path, recorded_input
 from onboard.pipeline import UNNAMED_DEVICES, Ledger
 from onboard.plan import Plan, RowPlan
-from onboard.records import Problem, excel_damaged
+from onboard.records import FIELDS, Problem, excel_damaged
 from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet, SheetRow, column_uses, excel_general, protect
 from onboard.workbook import write_table
 
@@ -136,14 +136,27 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None, enrolled: bool 
             results.append(RowResult(row_plan.number, "valid", **ids, warnings="; ".join(warnings)))
             continue
         status, error = _row_status(row_plan, ledger, enrolled)
+        cells = NO_CELLS
+        if status == "invalid":
+            error, cells = _in_column(sheet, error)
         for kind, entity_id in row_plan.entities():
             outcome = ledger.get(kind, entity_id)
             if outcome is not None:
                 warnings.extend(outcome.warnings)
-        results.append(RowResult(row_plan.number, status, **ids, error=error,
+        results.append(RowResult(row_plan.number, status, **ids, error=error, cell_problems=cells,
                                  warnings="; ".join(dict.fromkeys(warnings)),
                                  reasons=(error,) if error and status in TO_FIX else ()))
     return results
+
+
+def _in_column(sheet: Sheet, reason: str) -> tuple[str, Mapping[int, str]]:
+    """A refusal the run found that starts with its field (`meter_point_ids: ...`): the sheet's own
+    header in its place, as the sheet's own refusals have it, and that cell marked."""
+    name, said, rest = reason.partition(": ")
+    column = sheet.column(name) if said and name in FIELDS else None
+    if column is None:
+        return reason, NO_CELLS
+    return f"{column.name}: {rest}", {column.index: rest}
 
 
 def _row_status(row_plan: RowPlan, ledger: Ledger, enrolled: bool = False) -> tuple[str, str]:

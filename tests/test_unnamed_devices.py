@@ -71,3 +71,29 @@ def test_a_site_without_a_ref_is_named_by_its_meter_point_ids(capsys, tmp_path):
             "sheet does not name; this run adds 1 more")
     assert code == 0 and note in err
     assert read_csv(tmp_path / "second.results.csv")[0]["warnings"] == note
+
+
+# a meter point the API holds at another site: the same words as the sheet's own refusals
+
+
+def test_a_meter_point_held_at_another_site_is_refused_in_its_column_naming_the_sites(capsys, tmp_path):
+    state = tmp_path / "e.sqlite"
+    first = write_csv(tmp_path / "first.csv", [_row("1001", "home", MPIDS[0], "", "")])
+    assert run(capsys, "run", first, *local(state))[0] == 0
+    book = Workbook()
+    book.active.append(["Kundenummer", "Anlegg", "Målepunkt-ID", "Serienummer", "Enhetstype"])
+    book.active.append(["1001", "cabin", MPIDS[1], "", ""])
+    book.active.append(["1002", "home", MPIDS[0], "CH-1", "Charger"])
+    book.active.append(["1002", "home", MPIDS[0], "CH-2", "Charger"])
+    book.save(tmp_path / "second.xlsx")
+    code, _, err = run(capsys, "run", tmp_path / "second.xlsx", *local(state))
+    sheet = load_workbook(tmp_path / "second.errors.xlsx")["Errors"]
+    header = [c.value for c in sheet[1]]
+    error = sheet.cell(2, header.index("error") + 1).value
+    assert code == 1 and error.startswith(f"Målepunkt-ID: meter point id {MPIDS[0]} is already registered at "
+                                          "location ")
+    assert "of the customer of row 2 (user " in error
+    assert error.endswith("a meter point belongs to one site, so site 'home' of customer '1002' (rows 3-4) is not sent")
+    marked = sheet.cell(2, header.index("Målepunkt-ID") + 1)
+    assert marked.fill.fgColor.rgb.endswith("FFC7CE") and "already registered" in marked.comment.text
+    assert f"row 3 (invalid): {error}" in err
