@@ -386,9 +386,11 @@ async def send(intake: Intake, where: Target, *, out: str | os.PathLike | None =
 
 
 SHOWN_SITES = 10
+"""Sites holding devices the sheet does not name that the end of a run lists; the rest are counted."""
 
 
 def _run_notices(plan: Plan, ledger: Any) -> list[str]:
+    """What the run found that the rows' warnings alone would bury: said once, at its end."""
     from onboard.pipeline import unnamed_devices
 
     notes = unnamed_devices(plan, ledger)
