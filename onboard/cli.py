@@ -126,7 +126,7 @@ def _say(text: str) -> None:
 def _show(result: Result) -> int:
     """Say what happened; the exit code says whether anything is left to fix."""
     outputs, summary, results = result.outputs, result.summary, result.rows
-    for notice in result.intake.notices:
+    for notice in (*result.intake.notices, *result.notices):
         _say(notice)
     refused = [r for r in results if r.to_fix]
     for row in refused[:SHOWN_PROBLEMS]:

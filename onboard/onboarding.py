@@ -174,6 +174,9 @@ class Result:
     stopped: OnboardError | None = None
     """Why a run stopped before its end (the API stopped answering, Ctrl-C); what is done is kept."""
     folded: Any = None
+    notices: list[str] = field(default_factory=list)
+    """What the run found worth saying beyond the sheet's own notices (a site the API holds with
+    devices the sheet does not name)."""
 
     def __repr__(self) -> str:
         counts = ", ".join(f"{n} {status}" for status, n in self.summary["status"].items())
@@ -373,7 +376,7 @@ async def send(intake: Intake, where: Target, *, out: str | os.PathLike | None =
             batch_size=batch.value, seconds=round(time.monotonic() - clock, 2),
             journal="closed" if stopped is None or journal is None else str(journal.path),
         )
-        result = Result(intake, results, summary, stopped=stopped)
+        result = Result(intake, results, summary, stopped=stopped, notices=_run_notices(plan, ledger))
         if outputs is not None:
             result.errors_written = write_outputs(outputs, intake, results, summary)
             result.outputs = outputs
@@ -388,6 +391,21 @@ async def send(intake: Intake, where: Target, *, out: str | os.PathLike | None =
         if journal is not None:
             journal.release()
     return result
+
+
+SHOWN_SITES = 10
+"""Sites holding devices the sheet does not name that the end of a run lists; the rest are counted."""
+
+
+def _run_notices(plan: Plan, ledger: Any) -> list[str]:
+    """What the run found that the rows' warnings alone would bury: said once, at its end."""
+    from onboard.pipeline import unnamed_devices
+
+    notes = unnamed_devices(plan, ledger)
+    if len(notes) > SHOWN_SITES:
+        notes = notes[:SHOWN_SITES] + [f"... and {len(notes) - SHOWN_SITES} more sites holding devices the sheet "
+                                       "does not name: see the warnings column of the results"]
+    return notes
 
 
 async def _enroll(client: Any, plan: Plan, ledger: Any, concurrency: int, progress: bool | None) -> None:

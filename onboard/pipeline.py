@@ -24,9 +24,15 @@ from tqdm import tqdm
 
 from onboard.api import Answer, Api, Throttle
 from onboard.errors import OnboardError
-from onboard.plan import Location, Plan, Resource, User
+from onboard.plan import Location, Plan, Resource, User, row_spans
 
 LIST_PAGE_SIZE = 1000
+CLAIMED_COLUMN = "meter_point_ids"
+"""The column a refusal for a meter point the API holds at another site names (`report` puts the
+sheet's own header there and marks the cell)."""
+UNNAMED_DEVICES = "this sheet does not name"
+"""The words of the warning on a site holding devices the sheet does not name, by which the
+summary counts and the terminal repeats it (a resumed run has it from the journal only)."""
 
 
 REGISTERED = ("created", "exists", "differs", "updated", "planned")
@@ -183,14 +189,37 @@ def compare_resource(planned: Resource, held: dict[str, Any]) -> Match:
     return Match(True, True, warnings=warnings)
 
 
-def _claimed(location: Location, clashes: list[tuple[str, str, str]]) -> str:
-    """Why a planned location is refused: which held locations, of whom, hold its meter points."""
-    said = [f"meter point id {mpid} is already registered at location {held_id} of "
-            + (f"this customer (user {user_id})" if user_id == location.user_id else f"user {user_id}")
+def unnamed_devices(plan: Plan, ledger: Ledger) -> list[str]:
+    """The warnings of this run on sites holding devices the sheet does not name, one a site."""
+    found = []
+    for location_id in plan.locations:
+        outcome = ledger.get("location", location_id)
+        if outcome is not None and outcome.warnings:
+            found += [w for w in outcome.warnings if UNNAMED_DEVICES in w]
+    return found
+
+
+def _claimed(location: Location, clashes: list[tuple[str, str, str]], planned: dict[str, Location],
+             owners: dict[str, str]) -> str:
+    """Why a planned location is refused: which held locations, of whom, hold its meter points. A held
+    location this sheet also describes is named as the sheet names it; another by its ID and its
+    user (`owners`: the customer of which rows). The reason starts with its column, as a refusal of
+    the sheet's own rules does."""
+    def holder(held_id: str, user_id: str) -> str:
+        if held_id in planned and planned[held_id].name:
+            return planned[held_id].name
+        if user_id == location.user_id:
+            return f"location {held_id} of this customer (user {user_id})"
+        return f"location {held_id} of {owners[user_id]} (user {user_id})" if user_id in owners else \
+            f"location {held_id} of user {user_id}"
+
+    said = [f"meter point id {mpid} is already registered at {holder(held_id, user_id)}"
             for mpid, held_id, user_id in clashes]
     own = sorted({held_id for _, held_id, user_id in clashes if user_id == location.user_id})
     hint = f"; if these rows describe that site, fill location_id {own[0]} on them" if len(own) == 1 else ""
-    return "; ".join(said) + f": a meter point belongs to one site, so location {location.id} is not sent" + hint
+    site = location.name or f"location {location.id}"
+    return (f"{CLAIMED_COLUMN}: " + "; ".join(said) + f": a meter point belongs to one site, so {site} is not sent"
+            + hint)
 
 
 # running jobs as the API's slots free up
@@ -720,9 +749,10 @@ class Run:
             outcome = self.ledger.get("location", location_id)
             if outcome is None or outcome.state != "exists":
                 continue
+            site = self.plan.locations[location_id].name or f"location {location_id}"
             notes = tuple(note for kind, n in kinds.items() if adding[location_id][kind]
-                          if (note := f"location {location_id} already holds {n} {kind} device{'s' if n > 1 else ''} "
-                                      f"this sheet does not name; this run adds {adding[location_id][kind]} more")
+                          if (note := f"{site} already holds {n} {kind} device{'s' if n > 1 else ''} "
+                                      f"{UNNAMED_DEVICES}; this run adds {adding[location_id][kind]} more")
                           not in outcome.warnings)
             if notes:
                 self.ledger.settle("location", location_id, replace(outcome, warnings=outcome.warnings + notes))
@@ -745,13 +775,25 @@ class Run:
             for location in held:
                 for mpid in location.get("meterPointIds") or []:
                     holders[mpid].append((location["locationId"], user_id))
-        refused = {}
+        found = {}
         for location in pending:
             clashes = [(mpid, held_id, user_id) for mpid in location.meter_point_ids
                        for held_id, user_id in holders.get(mpid, ()) if held_id != location.id]
             if clashes:
-                refused[location.id] = _claimed(location, clashes)
-        self._refuse_rows(refused)
+                found[location] = clashes
+        if not found:
+            return
+        owners = self._customers_of({user_id for clashes in found.values() for _, _, user_id in clashes})
+        self._refuse_rows({location.id: _claimed(location, clashes, self.plan.locations, owners)
+                           for location, clashes in found.items()})
+
+    def _customers_of(self, users: set[str]) -> dict[str, str]:
+        """`the customer of rows 2-3` for each of `users` the sheet's valid rows name."""
+        rows: dict[str, list[int]] = defaultdict(list)
+        for row in self.plan.rows:
+            if row.valid and row.user_id in users:
+                rows[row.user_id].append(row.shown)
+        return {user_id: f"the customer of {row_spans(numbers)}" for user_id, numbers in rows.items()}
 
     def _refuse_rows(self, locations: dict[str, str]) -> None:
         """Settle refused locations as invalid, and with them the users and devices that only

@@ -49,6 +49,9 @@ class Location:
     location_type: str | None
     meter_point_ids: tuple[str, ...]
     coordinates: Coordinates | None
+    name: str = field(default="", compare=False)
+    """The site as the sheet names it (`site 'home' of customer '1001' (rows 5-6)`), for messages
+    about what the API holds: a person knows the site by its ref and rows, not by its UUID."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,24 @@ class Plan:
             "locations": -(-len(self.locations) // batch_size),
             "resources": len(self.resources),
         }
+
+
+SPANS_SHOWN = 6
+"""Runs of rows a site's name lists; a site of more rows says how many more."""
+
+
+def row_spans(numbers: list[int]) -> str:
+    """`row 5`, `rows 5-6`, `rows 2, 4-6`: the rows in runs, the first few of them."""
+    ordered = sorted(set(numbers))
+    spans: list[list[int]] = []
+    for n in ordered:
+        if spans and n == spans[-1][1] + 1:
+            spans[-1][1] = n
+        else:
+            spans.append([n, n])
+    shown = [f"{a}-{b}" if b > a else str(a) for a, b in spans[:SPANS_SHOWN]]
+    rest = sum(b - a + 1 for a, b in spans[SPANS_SHOWN:])
+    return ("row " if len(ordered) == 1 else "rows ") + ", ".join(shown) + (f" and {rest} more" if rest else "")
 
 
 def _rows_named(numbers: list[int], this: int) -> str:
@@ -273,7 +294,8 @@ def _plan_sites(plan, customer, label, user_id, rows) -> None:
             meter_point_ids = next((r.meter_point_ids for _, r in site_rows if r.meter_point_ids), ())
             coordinates = next((r.coordinates for _, r in site_rows if r.coordinates), None)
         location = Location(explicit or derived_id("location", customer, key), user_id, location_type,
-                            meter_point_ids, coordinates)
+                            meter_point_ids, coordinates,
+                            f"{_site_name(label, key)} ({row_spans([p.shown for p, _ in site_rows])})")
         if not location.meter_point_ids and location.coordinates is None:
             for row_plan, _ in site_rows:
                 row_plan.refuse(Problem("meter_point_ids", f"{_site_name(label, key)} has neither meter "

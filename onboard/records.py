@@ -118,9 +118,33 @@ def _numeric(cell: str | Cell | None) -> bool:
     return cell is not None and cell.__class__ is not str and cell.numeric
 
 
+ROUNDED_FROM = 1e15
+"""Excel keeps 15 significant digits of a number: a key stored as one this large has lost some."""
+METER_FIELDS = frozenset({"meter_point_ids", "resource_meter_point_id"})
+"""Columns where any number is Excel's damage: an 18-digit id never survives as one."""
+_KEYS = frozenset({"customer_id", "user_id", "location_ref", "location_id", "resource_ref", "resource_id"})
+_SHOWN_AS_NUMBER = re.compile(r"[+-]?\d(?:[.,]\d+)?[eE]\+?(\d{1,3})")
+"""A number as Excel shows and saves it once it has too many digits: `7.07058E+17` (`7,07058E+17`)."""
+
+
+def excel_damaged(field_name: str, value: object) -> bool:
+    """Whether a cell of `field_name` holds a number the reader refuses as Excel's damage. The outputs
+    write such a cell back as that number (or, in CSV, as Excel shows it), so the next run refuses it
+    again: written as the rounded digits in text, it would read as a good id."""
+    if value.__class__ is str or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    return field_name in METER_FIELDS or (field_name in _KEYS and abs(value) >= ROUNDED_FROM)
+
+
+def _shown_rounded(text: str) -> bool:
+    """A key cell of a CSV that Excel saved holding a long number: its digits are gone for good."""
+    shown = _SHOWN_AS_NUMBER.fullmatch(text)
+    return shown is not None and 10 ** int(shown[1]) >= ROUNDED_FROM
+
+
 def _key(cell: Cell | None) -> str | None:
     text = _text(cell)
-    if text is not None and _numeric(cell) and abs(cell.value) >= 1e15:
+    if text is not None and ((_numeric(cell) and abs(cell.value) >= ROUNDED_FROM) or _shown_rounded(text)):
         raise _refuse(f"{text} was {EXCEL_DAMAGE.replace('the id', 'the value')}")
     return text
 

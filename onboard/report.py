@@ -20,10 +20,10 @@ from typing import Any
 from onboard.errors import ConfigError, InputError
 from onboard.files import atomic, refuse_link
 from onboard.journal import journal_path, recorded_input
-from onboard.pipeline import Ledger
+from onboard.pipeline import UNNAMED_DEVICES, Ledger
 from onboard.plan import Plan, RowPlan
-from onboard.records import Problem
-from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet, SheetRow, column_uses, protect
+from onboard.records import FIELDS, Problem, excel_damaged
+from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet, SheetRow, column_uses, excel_general, protect
 from onboard.workbook import write_table
 
 ID_FIELDS = ("user_id", "location_id", "resource_id")
@@ -38,6 +38,7 @@ CHECKS = {
     "repeated_devices": "identical device rows without a serial, warned",
     "swapped_coordinates": "latitude and longitude look swapped, warned",
     "template_example": "the template's example row, warned",
+    "unnamed_devices": "a site the API holds with devices of a type the sheet does not name, warned",
 }
 """What each of the plan's cross-row checks counts, in words."""
 TO_FIX = ("failed", "invalid", "differs")
@@ -136,14 +137,27 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None, enrolled: bool 
             results.append(RowResult(row_plan.number, "valid", **ids, warnings="; ".join(warnings)))
             continue
         status, error = _row_status(row_plan, ledger, enrolled)
+        cells = NO_CELLS
+        if status == "invalid":
+            error, cells = _in_column(sheet, error)
         for kind, entity_id in row_plan.entities():
             outcome = ledger.get(kind, entity_id)
             if outcome is not None:
                 warnings.extend(outcome.warnings)
-        results.append(RowResult(row_plan.number, status, **ids, error=error,
+        results.append(RowResult(row_plan.number, status, **ids, error=error, cell_problems=cells,
                                  warnings="; ".join(dict.fromkeys(warnings)),
                                  reasons=(error,) if error and status in TO_FIX else ()))
     return results
+
+
+def _in_column(sheet: Sheet, reason: str) -> tuple[str, Mapping[int, str]]:
+    """A refusal the run found that starts with its field (`meter_point_ids: ...`): the sheet's own
+    header in its place, as the sheet's own refusals have it, and that cell marked."""
+    name, said, rest = reason.partition(": ")
+    column = sheet.column(name) if said and name in FIELDS else None
+    if column is None:
+        return reason, NO_CELLS
+    return f"{column.name}: {rest}", {column.index: rest}
 
 
 def _row_status(row_plan: RowPlan, ledger: Ledger, enrolled: bool = False) -> tuple[str, str]:
@@ -262,7 +276,7 @@ def _table(sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult], bool],
     headers, sources, own = _layout(sheet)
     inputs = len(sheet.columns)
     appended = [None] * (len(headers) - inputs)
-    as_text = [c.index for c in sheet.columns if c.field] if typed else []
+    fields = _field_columns(sheet, typed)
     placed = [(own[name], sources[own[name]] is not None) for name in OUTPUT_COLUMNS]
     for sheet_row, result in pairs:
         if not keep(result):
@@ -271,12 +285,35 @@ def _table(sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult], bool],
         if len(cells) < inputs or len(carried) < inputs:  # a row shorter than the header: nothing shifts left
             cells, carried = cells + [""] * (inputs - len(cells)), carried + [""] * (inputs - len(carried))
         values = carried[:inputs] + appended
-        for index in as_text:
-            values[index] = cells[index]
+        if fields:
+            _keep_damage(values, cells, sheet_row.values, fields, typed)
         for (position, overlays), value in zip(placed, own_values(result), strict=True):
             if value is not None or not overlays:
                 values[position] = value
         yield result, values
+
+
+def _field_columns(sheet: Sheet, typed: bool) -> list[tuple[int, str]]:
+    """(index, field) of the columns whose cells `_keep_damage` looks at: every field's in a typed
+    output; in a CSV only where the sheet can hold numbers at all (a CSV read holds only text)."""
+    if not typed and sheet.format == "csv":
+        return []
+    return [(c.index, c.field) for c in sheet.columns if c.field]
+
+
+def _keep_damage(values: list[Any], cells: list[str], typed_values: list[object], fields: list[tuple[int, str]],
+                 typed: bool) -> None:
+    """The tool's fields as their text, except a number Excel damaged (`excel_damaged`): in xlsx it
+    stays that number, in CSV it is the text Excel shows for it (`7.07058E+17`), so the run of this
+    output refuses it again. Its rounded digits as text would be taken for a good id."""
+    for index, name in fields:
+        value = typed_values[index] if index < len(typed_values) else ""
+        damaged = value.__class__ is not str and excel_damaged(name, value)
+        if typed:
+            if not damaged:
+                values[index] = cells[index]
+        elif damaged:
+            values[index] = excel_general(value)
 
 
 def _summary_rows(summary: dict) -> list[list[Any]]:
@@ -370,14 +407,14 @@ def _annotated_table(sheet: Sheet, lines: Annotated, width: int, places: list[in
                      typed: bool) -> Iterator[tuple[dict[int, str], list[Any]]]:
     """As `_table`: the input's cells (typed for xlsx, the tool's fields as text), then the added values."""
     inputs = len(sheet.columns)
-    as_text = [c.index for c in sheet.columns if c.field] if typed else []
+    fields = _field_columns(sheet, typed)
     for sheet_row, marked, added in lines:
         cells, carried = sheet_row.cells, sheet_row.values if typed else sheet_row.cells
         if len(cells) < inputs or len(carried) < inputs:
             cells, carried = cells + [""] * (inputs - len(cells)), carried + [""] * (inputs - len(carried))
         values = carried[:inputs] + [None] * (width - inputs)
-        for index in as_text:
-            values[index] = cells[index]
+        if fields:
+            _keep_damage(values, cells, sheet_row.values, fields, typed)
         for at, value in zip(places, added, strict=True):
             values[at] = value
         yield {places[i]: reason for i, reason in marked.items()}, values
@@ -437,6 +474,15 @@ def frequent_reasons(results: Iterable[RowResult], most: int = 10) -> list[tuple
     return shown
 
 
+def _checks(plan: Plan, results: list[RowResult]) -> Counter[str]:
+    """Rows each cross-row check flagged: the plan's, and the run's own (rows of a site the API
+    holds with devices the sheet does not name, by their warning, which a resumed run has from the
+    journal)."""
+    checks = Counter(plan.counts)
+    checks["unnamed_devices"] = sum(1 for r in results if UNNAMED_DEVICES in r.warnings)
+    return checks
+
+
 def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger | None,
               **extra: Any) -> dict[str, Any]:
     statuses = Counter(r.status for r in results)
@@ -466,7 +512,7 @@ def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger
         "status": {s: statuses[s] for s in STATUS_ORDER if statuses[s] or s in ("failed", "invalid")},
         "entities": entities,
         "reasons": frequent_reasons(results),
-        "checks": {name: n for name, n in sorted(plan.counts.items()) if n},
+        "checks": {name: n for name, n in sorted(_checks(plan, results).items()) if n},
         "columns": [{"header": header, "use": use} for header, use in column_uses(sheet.columns)],
         **extra,
     }

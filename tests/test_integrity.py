@@ -182,8 +182,9 @@ def test_a_run_refuses_a_site_whose_meter_point_the_api_holds_for_a_user_in_the_
     rows = by_row(tmp_path / "second.results.csv")
     assert code == 1 and [rows[n]["status"] for n in (2, 3, 4)] == ["created", "invalid", "invalid"]
     kari = derived_id("user", "100001")
-    reason = (f"meter point id {MPIDS[0]} is already registered at location {home_of('100001')} of user {kari}: "
-              f"a meter point belongs to one site, so location {home_of('100002')} is not sent")
+    reason = (f"meter_point_ids: meter point id {MPIDS[0]} is already registered at location {home_of('100001')} "
+              f"of the customer of row 2 (user {kari}): a meter point belongs to one site, so site 'home' of "
+              "customer '100002' (rows 3-4) is not sent")
     assert rows[3]["error"] == rows[4]["error"] == reason
     assert [int(r["row"]) for r in read_csv(tmp_path / "second.errors.csv")] == [3, 4]
     assert state_counts(state) == {"users": 1, "locations": 2, "resources": 1}  # Ola, his site, his devices: none
@@ -192,8 +193,8 @@ def test_a_run_refuses_a_site_whose_meter_point_the_api_holds_for_a_user_in_the_
                         EXPORT)
     code, _, _ = run(capsys, "run", respelt, *local(state))
     error = by_row(tmp_path / "third.results.csv")[2]["error"]
-    assert code == 1 and error.startswith(f"meter point id {MPIDS[0]} is already registered at location "
-                                          f"{home_of('100001')} of this customer (user {kari})")
+    assert code == 1 and error.startswith(f"meter_point_ids: meter point id {MPIDS[0]} is already registered at "
+                                          f"location {home_of('100001')} of this customer (user {kari})")
     assert error.endswith(f"; if these rows describe that site, fill location_id {home_of('100001')} on them")
     assert state_counts(state) == {"users": 1, "locations": 2, "resources": 1}
 
@@ -288,7 +289,8 @@ def test_a_site_holding_devices_the_sheet_does_not_name_warns_before_adding_more
     rows = by_row(tmp_path / "second.results.csv")
     assert code == 0 and {r["status"] for r in rows.values()} == {"created"}
     assert {r["warnings"] for r in rows.values()} == {
-        f"location {home_of('100001')} already holds 2 HVAC devices this sheet does not name; this run adds 2 more"}
+        "site 'home' of customer '100001' (rows 2-4) already holds 2 HVAC devices this sheet does not name; "
+        "this run adds 2 more"}
     assert state_counts(state)["resources"] == 5
     again = run(capsys, "run", named, *local(state))
     assert again[0] == 0 and {r["warnings"] for r in read_csv(tmp_path / "second.results.csv")} == {""}

@@ -107,7 +107,7 @@ def test_a_damaged_id_is_never_guessed(capsys, tmp_path):
     run(capsys, "run", FIXTURES / "numbers-as-ids.xlsx", "--out", tmp_path, *local(tmp_path / "e.sqlite"))
     rows = read_xlsx(tmp_path / "numbers-as-ids.results.xlsx")
     assert [r["status"] for r in rows] == ["created", "invalid", "invalid", "invalid", "invalid"]
-    assert rows[1]["meter_point_ids"] == "707057500012346000"  # what Excel kept, shown, never sent
+    assert rows[1]["meter_point_ids"] == 7.070575000123457e17, "what Excel kept, as the number it is, never sent"
 
 
 # headers
@@ -203,7 +203,7 @@ def test_errors_workbook_marks_the_cells_to_fix(capsys, tmp_path):
     header = [c.value for c in sheet[1]]
     mpid = sheet.cell(2, header.index("meter_point_ids") + 1)
     assert mpid.fill.fgColor.rgb.endswith("FFC7CE") and "Excel dropped digits" in mpid.comment.text
-    assert mpid.number_format == "@" and isinstance(mpid.value, str)
+    assert mpid.number_format == "@" and isinstance(mpid.value, float), "the damaged number, so it is refused again"
     for name in ("user_id", "location_id", "resource_id"):
         assert sheet.cell(2, header.index(name) + 1).number_format == "@"
     assert sheet.column_dimensions["A"].width >= len("customer_id")

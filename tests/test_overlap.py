@@ -255,7 +255,7 @@ async def test_a_site_whose_meter_point_the_api_holds_is_refused_with_its_user_a
     spans, ledger = await onboard(plan, app, batch_size=2)
     refused = {*plan.rows[1].entities(), *plan.rows[2].entities()}
     assert len(refused) == 4 and {ledger.get(*entity).state for entity in refused} == {"invalid"}
-    assert "kari-home of user kari" in ledger.get("location", plan.rows[1].location_id).reason
+    assert "kari-home of the customer of row 2 (user kari)" in ledger.get("location", plan.rows[1].location_id).reason
     assert {o.state for entity, o in ledger.outcomes.items() if entity not in refused} == {"created", "exists"}
     user = plan.rows[1].user_id
     assert not [s for s in spans if s.kind != "read" and (user in json.dumps(s.body) or user in s.path)]

@@ -15,7 +15,7 @@ from typing import Any
 
 from onboard.errors import InputError
 from onboard.mapping import Mapping
-from onboard.sheet._base import WORKBOOKS, Reader, cell_text
+from onboard.sheet._base import WORKBOOKS, Reader, cell_text, excel_general
 from onboard.sheet._calamine import XlsxReader
 from onboard.sheet._csv import CsvReader, CsvStyle, protect, unprotect
 from onboard.sheet._frame import FrameReader
@@ -34,7 +34,7 @@ from onboard.sheet.columns import (
 
 __all__ = ["FIELDS", "OUTPUT_COLUMNS", "OWN_COLUMNS", "WORKBOOKS", "Column", "CsvReader", "CsvStyle",
            "Limits", "Reader", "Sheet", "SheetRow", "XlsxReader", "cell_text", "check_columns", "column_uses",
-           "known_field", "match_columns", "normalise", "open_reader", "protect", "read", "unprotect"]
+           "excel_general", "known_field", "match_columns", "normalise", "open_reader", "protect", "read", "unprotect"]
 
 HEADER_SEARCH_ROWS = 30
 KEEP_ROWS = 250_000

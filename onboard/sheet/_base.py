@@ -44,3 +44,23 @@ def cell_text(value: object) -> str:
     return str(value)
 
 
+GENERAL_WIDTH = 11
+"""Characters Excel's General format shows a number in; past them it turns to scientific notation."""
+
+
+def excel_general(number: float | int) -> str:
+    """A number as Excel's General format shows it, and as Excel saves it to CSV: `7.07058E+17` for a
+    long id it stored as a number. A rounded id written as its text would read as a good one."""
+    text = cell_text(float(number)) if isinstance(number, float) else str(number)
+    if len(text) <= GENERAL_WIDTH:
+        return text
+    for places in range(5, -1, -1):
+        mantissa, exponent = f"{number:.{places}E}".split("E")
+        if "." in mantissa:
+            mantissa = mantissa.rstrip("0").rstrip(".")
+        shown = f"{mantissa}E{exponent}"
+        if len(shown) <= GENERAL_WIDTH:
+            return shown
+    return shown
+
+
