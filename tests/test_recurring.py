@@ -205,7 +205,7 @@ async def test_plan_says_create_unchanged_update_and_conflict(capsys, registered
     assert plan[2][1].startswith("latitude, longitude: the API holds 59.9139, 10.7522, the sheet says 60.3913")
     assert plan[3] == ("create: resource", "already registered: user")
     assert plan[4][0] == "update: coordinates; and create the resource"
-    assert plan[5][0].startswith(f"conflict: meter point id {M3} is already registered at location ")
+    assert plan[5][0].startswith(f"conflict: meter_point_ids: meter point id {M3} is already registered at location ")
     assert plan[6] == ("create", "")
     assert not result.ok and len(result.problems) == 2
     assert result.summary["counts"]["rows"] == {"create": 2, "update": 2, "unchanged": 1, "conflict": 2}
@@ -245,7 +245,7 @@ def test_a_meter_point_id_another_site_holds_is_refused_not_updated(capsys, regi
     code, out, err = run(capsys, "plan", sheet, *local(state))
     assert code == 1
     assert read_csv(tmp_path / "customers.plan.csv")[0]["plan"].startswith(
-        f"conflict: meter point id {M3} is already registered at location ")
+        f"conflict: meter_point_ids: meter point id {M3} is already registered at location ")
     code, out, err = run(capsys, "run", sheet, *local(state), "--update")
     assert code == 1
     rows = by_row(tmp_path / "customers.results.csv")
