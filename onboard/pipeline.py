@@ -174,14 +174,23 @@ def _test_area(held_at: dict[str, Any]) -> int | None:
 
 
 def compare_resource(planned: Resource, held: dict[str, Any]) -> Match:
-    where = "as a vehicle" if planned.is_vehicle else f"at location {planned.location_id}"
-    differs = (held.get("userId") != planned.user_id or held.get("resourceType") != planned.resource_type
-               or held.get("locationId") != planned.location_id)
-    if differs:
+    """A device keeps its owner, type and site under its ID (derived from its resource_ref): one
+    the API holds otherwise is refused, in the sheet's words, never changed."""
+    if held.get("userId") != planned.user_id:
+        return Match(True, False, f"resource_ref: resource ID {planned.id} is registered to another user: this "
+                                  "row's resource_ref names another customer's device")
+    said = []
+    if held.get("resourceType") != planned.resource_type:
+        said.append(f"resource_type: the API holds this device (resource {planned.id}) as a "
+                    f"{held.get('resourceType')}, the sheet says {planned.resource_type}")
+    if held.get("locationId") != planned.location_id:
         held_where = f"at location {held.get('locationId')}" if held.get("locationId") else "as a vehicle"
-        owner = "this user" if held.get("userId") == planned.user_id else "another user"
-        return Match(True, False, f"resource ID {planned.id} is registered as a {held.get('resourceType')} of "
-                                  f"{owner} {held_where}; the sheet has a {planned.resource_type} {where}")
+        where = "as a vehicle" if planned.is_vehicle else f"at location {planned.location_id}"
+        said.append(f"location_ref: the API holds this device (resource {planned.id}) {held_where}, the sheet "
+                    f"has it {where}")
+    if said:
+        return Match(True, False, "; ".join(said) + ": a device keeps its type and site under its resource_ref, "
+                                  "so give a new device a resource_ref of its own")
     warnings = ()
     if planned.meter_point_id and held.get("meterPointId") != planned.meter_point_id:
         warnings = (f"resource {planned.id} is registered with meter point id {held.get('meterPointId')}, "

@@ -48,6 +48,8 @@ FOLLOW_UPS = ("plan", "eligibility", "move", "cleanup", "cleanup-dry-run")
 """Commands that follow a run: each writes `<stem>.<command>.<ext>` (the input's rows and its own
 columns) and `<stem>.<command>.json`; a dry run of `cleanup` never overwrites the record of a real one."""
 JOURNALLED = ("move", "cleanup")
+READ_ONLY = ("plan", "eligibility", "cleanup-dry-run")
+"""Follow-ups that keep no journal: no other input's journal is in their way."""
 """Of those, the ones that write to the API, and so keep a journal of their own."""
 
 
@@ -138,8 +140,8 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None, enrolled: bool 
             continue
         status, error = _row_status(row_plan, ledger, enrolled)
         cells = NO_CELLS
-        if status == "invalid":
-            error, cells = _in_column(sheet, error)
+        if status in ("invalid", "failed", "differs"):
+            error, cells = _in_columns(sheet, error)
         for kind, entity_id in row_plan.entities():
             outcome = ledger.get(kind, entity_id)
             if outcome is not None:
@@ -150,19 +152,30 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None, enrolled: bool 
     return results
 
 
-def _in_column(sheet: Sheet, reason: str) -> tuple[str, Mapping[int, str]]:
-    """A refusal the run found that starts with its field (`meter_point_ids: ...`): the sheet's own
-    header in its place, as the sheet's own refusals have it, and that cell marked."""
-    name, said, rest = reason.partition(": ")
-    column = sheet.column(name) if said and name in FIELDS else None
-    if column is None:
-        return reason, NO_CELLS
-    return f"{column.name}: {rest}", {column.index: rest}
+def _in_columns(sheet: Sheet, reason: str) -> tuple[str, Mapping[int, str]]:
+    """A refusal the run found that starts with its fields (`meter_point_ids: ...`, `latitude,
+    longitude: ...`; a `differs` reason has a part per field, `; ` between them): the sheet's own
+    headers in their place, as the sheet's own refusals have them, and those cells marked."""
+    parts = reason.split("; ")
+    if not all(": " in part for part in parts):
+        parts = [reason]
+    said, cells = [], {}
+    for part in parts:
+        names, _, rest = part.partition(": ")
+        columns = [sheet.column(name) if name in FIELDS else None for name in names.split(", ")]
+        if not rest or None in columns:
+            said.append(part)
+            continue
+        said.append(f"{', '.join(c.name for c in columns)}: {rest}")
+        cells.update({c.index: rest for c in columns})
+    return "; ".join(said), cells or NO_CELLS
 
 
 def _row_status(row_plan: RowPlan, ledger: Ledger, enrolled: bool = False) -> tuple[str, str]:
     """A refusal the API gave outweighs a row not reached; only a row with nothing refused and
-    something not reached is `not sent` (the next run of the same command sends it)."""
+    something not reached is `not sent` (the next run of the same command sends it). An enrollment
+    counts toward a refusal, never toward `created`: that status says the run created some of the
+    row's customer, site or device, and `cleanup` deletes by it."""
     entities = row_plan.entities() + ([("enrollment", row_plan.user_id)] if enrolled else [])
     outcomes = [ledger.get(kind, entity_id) for kind, entity_id in entities]
     invalid = [o for o in outcomes if o is not None and o.state == "invalid"]
@@ -180,7 +193,7 @@ def _row_status(row_plan: RowPlan, ledger: Ledger, enrolled: bool = False) -> tu
         return "differs", differs[-1].reason
     if any(o.state == "updated" for o in outcomes):
         return "updated", ""
-    if any(o.state == "created" for o in outcomes):
+    if any(o.state == "created" for (kind, _), o in zip(entities, outcomes, strict=True) if kind != "enrollment"):
         return "created", ""
     return "exists", ""
 
@@ -229,6 +242,8 @@ class Outputs:
         for path in (outputs.results, outputs.errors, outputs.summary):
             if path is not None:
                 refuse_link(path)
+        if kind in READ_ONLY:
+            return outputs
         journal = journal_path(folder, source, kind if kind in JOURNALLED else None)
         other = recorded_input(journal)
         if other is not None and other.resolve() != source.resolve():

@@ -84,6 +84,7 @@ def test_a_changed_site_is_differs_names_the_fields_and_changes_nothing(capsys, 
     rows = by_row(tmp_path / "customers.results.csv")
     assert [rows[n]["status"] for n in (2, 3, 4, 5)] == ["differs"] * 4
     assert rows[2]["error"].startswith(f"meter_point_ids: the API holds {M1}, the sheet says {M4} (location ")
+    assert rows[4]["error"].startswith("latitude, longitude: the API holds 59.9139")
     assert rows[2]["error"].endswith("fix the sheet, or run with --update to change the site")
     assert rows[4]["error"].startswith("latitude, longitude: the API holds 59.9139, 10.7522, the sheet says "
                                        "60.3913, 5.3221")
@@ -200,7 +201,8 @@ async def test_plan_says_create_unchanged_update_and_conflict(capsys, registered
     assert state_counts(state) == before
     plan = [values for _, values in result.lines]
     assert plan[0] == ("unchanged", "")
-    assert plan[1][0].startswith("conflict: resource ID ") and "registered as a Charger" in plan[1][0]
+    assert plan[1][0].startswith("conflict: resource_type: the API holds this device (resource ")
+    assert "as a Charger, the sheet says HVAC" in plan[1][0]
     assert plan[2][0] == "update: coordinates"
     assert plan[2][1].startswith("latitude, longitude: the API holds 59.9139, 10.7522, the sheet says 60.3913")
     assert plan[3] == ("create: resource", "already registered: user")
@@ -252,3 +254,40 @@ def test_a_meter_point_id_another_site_holds_is_refused_not_updated(capsys, regi
     assert rows[2]["status"] == rows[3]["status"] == "invalid"
     assert f"meter point id {M3} is already registered at location" in rows[2]["error"]
     assert location_of(state, rows[2]["location_id"]).meter_point_ids == [M1]
+
+
+def test_differs_speaks_in_the_sheets_own_headers_and_marks_the_cells(capsys, tmp_path, state):
+    headers = ["Kundenummer", "Anlegg", "Anleggstype", "Målepunkt-ID", "Breddegrad", "Lengdegrad", "Serienummer",
+               "Enhetstype"]
+    first = write_csv(tmp_path / "kunder.csv", SHEET, headers)
+    assert run(capsys, "run", first, *local(state))[0] == 0
+    rows = [list(r) for r in SHEET]
+    rows[2][4:6] = BERGEN
+    rows[0][3] = rows[1][3] = M4
+    rows[1][7] = "Vehicle"
+    moved = write_csv(tmp_path / "kunder-next.csv", rows, headers)
+    code, out, err = run(capsys, "run", moved, *local(state))
+    assert code == 1
+    got = by_row(tmp_path / "kunder-next.results.csv")
+    assert got[2]["error"].startswith(f"Målepunkt-ID: the API holds {M1}, the sheet says {M4}")
+    assert got[4]["error"].startswith("Breddegrad, Lengdegrad: the API holds 59.9139, 10.7522")
+    assert got[3]["status"] == "failed"
+    assert got[3]["error"].startswith("Enhetstype: the API holds this device (resource ")
+    assert "as a Charger, the sheet says Vehicle" in got[3]["error"]
+
+
+def test_an_enrollment_alone_does_not_make_a_row_created(capsys, registered, state, tmp_path):
+    """`cleanup` deletes by `created`: a re-run that only enrolls must not claim the rows' entities."""
+    assert run(capsys, "move", tmp_path / "customers.results.csv", "--test-area", "2", *local(state))[0] == 0
+    code, out, err = run(capsys, "run", registered, *local(state), "--enroll")
+    assert code == 0, err
+    assert "enrollments 3 created" in out
+    assert {r["status"] for r in read_csv(tmp_path / "customers.results.csv")} == {"exists"}
+
+
+def test_plan_needs_no_journal_of_its_own(capsys, registered, state, tmp_path):
+    """A cleanup's journal is named as a run's of `<stem>.results.cleanup.<ext>` would be: no matter to `plan`."""
+    results = tmp_path / "customers.results.csv"
+    assert run(capsys, "cleanup", results, *local(state))[0] == 0
+    code, out, err = run(capsys, "plan", tmp_path / "customers.results.cleanup.csv", *local(state))
+    assert code in (0, 1) and "holds the outputs and journal" not in err

@@ -201,7 +201,9 @@ async def test_an_already_exists_answer_is_confirmed_with_a_get(tmp_path):
     assert ledger.get("resource", same.id).state == "exists"
     assert ledger.get("resource", vehicle.id).state == "exists"
     assert ledger.get("resource", different.id).state == "failed"
-    assert "registered as a Generic" in ledger.get("resource", different.id).reason
+    assert ledger.get("resource", different.id).reason == (
+        f"resource_type: the API holds this device (resource {different.id}) as a Generic, the sheet says HVAC: a "
+        "device keeps its type and site under its resource_ref, so give a new device a resource_ref of its own")
     assert checked.problems == []
 
 
@@ -213,7 +215,7 @@ async def test_a_resource_id_held_by_another_user_fails_saying_so(tmp_path):
     app.store.add_resource(Resource(next(iter(plan.resources)), "other", "Vehicle"))
     ledger, _, _ = await onboard(plan, app)
     outcome = ledger.get("resource", next(iter(plan.resources)))
-    assert outcome.state == "failed" and "of another user" in outcome.reason
+    assert outcome.state == "failed" and "is registered to another user" in outcome.reason
 
 
 def test_413_halves_the_batch_for_the_rest_of_the_run(capsys, tmp_path, monkeypatch):
