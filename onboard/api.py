@@ -711,11 +711,14 @@ def _proxied(*urls: str) -> bool:
 async def connect(target: Target, concurrency: int = 16, tuning: Tuning | None = None,
                   transport: httpx.AsyncBaseTransport | None = None, emulator_knobs=None,
                   stats: Stats | None = None) -> AsyncIterator[Api]:
-    """An `Api` for the target; `--env local` puts the emulator behind the same client in-process."""
+    """An `Api` for the target; `--env local` puts the emulator behind the same client in-process
+    (its state file closed at the end, so the file alone holds the state, no WAL beside it)."""
+    emulator = None
     if transport is None and target.local:
         from onboard.emulator import EmulatorSettings, create_app
 
-        transport = httpx.ASGITransport(app=create_app(emulator_knobs or EmulatorSettings()))
+        emulator = create_app(emulator_knobs or EmulatorSettings())
+        transport = httpx.ASGITransport(app=emulator)
     elif transport is None and not _proxied(target.base_url, target.token_url):
         from onboard.transport import AiohttpTransport
 
@@ -737,3 +740,5 @@ async def connect(target: Target, concurrency: int = 16, tuning: Tuning | None =
             yield Api(client, auth, throttle, tuning, stats)
         finally:
             stats.lowest_concurrency = throttle.lowest
+            if emulator is not None:
+                emulator.store.close()

@@ -304,3 +304,12 @@ def test_never_more_requests_in_flight_than_concurrency(capsys, tmp_path, monkey
     path = write_csv(tmp_path / "more.csv", rows, HEADERS)
     assert run(capsys, "run", path, "--concurrency", "3", *local(tmp_path / "e.sqlite"))[0] == 0
     assert summary_of(tmp_path, "more")["throttled"] > 0
+
+
+def test_a_local_run_leaves_its_state_in_one_file(capsys, tmp_path):
+    """Copying the state file alone copies the state: the in-process emulator is closed at the end."""
+    state = tmp_path / "state" / "emulator.sqlite"
+    assert run(capsys, "run", SAMPLES / "customers.csv", "--out", tmp_path, *local(state))[0] == 0
+    assert sorted(p.name for p in state.parent.iterdir()) == ["emulator.sqlite"]
+    copy = shutil.copy(state, tmp_path / "copy.sqlite")
+    assert state_counts(copy)["users"] == 60
