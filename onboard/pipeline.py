@@ -226,6 +226,10 @@ def _claimed(location: Location, clashes: list[tuple[str, str, str]], planned: d
             for mpid, held_id, user_id in clashes]
     own = sorted({held_id for _, held_id, user_id in clashes if user_id == location.user_id})
     hint = f"; if these rows describe that site, fill location_id {own[0]} on them" if len(own) == 1 else ""
+    if any(held_id in planned and planned[held_id].meter_point_ids and mpid not in planned[held_id].meter_point_ids
+           for mpid, held_id, _ in clashes):
+        hint += ("; the sheet gives that site other meter point ids: once run --update has changed it, the "
+                 "next run takes this one")
     site = location.name or f"location {location.id}"
     return (f"{CLAIMED_COLUMN}: " + "; ".join(said) + f": a meter point belongs to one site, so {site} is not sent"
             + hint)

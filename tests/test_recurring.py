@@ -291,3 +291,20 @@ def test_plan_needs_no_journal_of_its_own(capsys, registered, state, tmp_path):
     assert run(capsys, "cleanup", results, *local(state))[0] == 0
     code, out, err = run(capsys, "plan", tmp_path / "customers.results.cleanup.csv", *local(state))
     assert code in (0, 1) and "holds the outputs and journal" not in err
+
+
+def test_a_meter_point_moving_between_two_sites_goes_in_two_runs(capsys, registered, state, tmp_path):
+    """The cabin takes home's meter point, home gets a new one: the first --update changes home and
+    refuses the cabin, saying why; the second changes the cabin. Never one id on two sites."""
+    rows = [list(r) for r in SHEET]
+    rows[0][3] = rows[1][3] = M4
+    rows[2][3] = M1
+    sheet = write_csv(tmp_path / "customers.csv", rows)
+    assert run(capsys, "run", sheet, *local(state), "--update")[0] == 1
+    got = by_row(tmp_path / "customers.results.csv")
+    assert (got[2]["status"], got[4]["status"]) == ("updated", "invalid")
+    assert got[4]["error"].endswith("once run --update has changed it, the next run takes this one")
+    assert location_of(state, got[4]["location_id"]).meter_point_ids == [M2]
+    assert run(capsys, "run", sheet, *local(state), "--update")[0] == 0
+    assert location_of(state, got[4]["location_id"]).meter_point_ids == [M1]
+    assert location_of(state, got[2]["location_id"]).meter_point_ids == [M4]
