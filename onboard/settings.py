@@ -156,7 +156,7 @@ def target(env: str, base_url: str | None = None, token_url: str | None = None, 
         raise ConfigError(
             f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: put the client "
             "credentials from the Spark Portal in the environment or in a .env file "
-            "(or use --env local to rehearse against the emulator)"
+            "(or use --env local, env='local' from Python, to rehearse against the emulator)"
         )
     default = PRODUCTION_URL if env == "production" else SANDBOX_URL
     return Target(env, (base_url or default).rstrip("/"), token_url or TOKEN_URL,
