@@ -271,7 +271,7 @@ def _conclude(rows: list[followup.Recorded], sites: dict[str, Site]
             continue
         was, now = site.was or (None, None), site.now or (None, None)
         inside = areas.which_area(*site.now) if site.now is not None else None
-        values = (site.said, *was, *now, inside)
+        values = (site.said, *was, *now, inside if inside is not None else ("no" if site.now is not None else None))
         lines.append(({0: site.said} if site.said.startswith(("failed", NOT_REACHED)) else {}, values))
     counts = {"locations": followup.counted((s.said.split(":")[0] for s in sites.values()),
                                             (MOVED, THERE) if any(s.to for s in sites.values()) else (REMOVED,)),

@@ -177,7 +177,8 @@ async def test_move_into_an_area_and_back_sends_only_coordinates(capsys, results
     assert spec.problems == [] and back.ok
     rows = by_row(tmp_path / "customers.results.move.csv")
     assert rows[4]["move"] == "moved" and (float(rows[4]["now_latitude"]), float(rows[4]["now_longitude"])) == OSLO
-    assert rows[2]["move"] == "coordinates removed" and rows[2]["now_latitude"] == ""
+    assert rows[4]["now_in_test_area"] == "no"
+    assert rows[2]["move"] == "coordinates removed" and rows[2]["now_latitude"] == rows[2]["now_in_test_area"] == ""
     assert location_of(state, rows[2]["location_id"]).latitude is None
     assert location_of(state, rows[2]["location_id"]).meter_point_ids == [M1, NOT_GS1]  # kept by the PUT
     put = [body for method, _, body in record.sent if method == "PUT"]
