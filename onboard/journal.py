@@ -23,10 +23,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onboard.errors import ConfigError, OnboardError
 from onboard.files import connect_sqlite, open_own
-from onboard.pipeline import Outcome
+
+if TYPE_CHECKING:  # `validate` fingerprints its input here without loading the HTTP client
+    from onboard.pipeline import Outcome
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -251,6 +254,8 @@ class Journal:
     def outcomes(self, states: Sequence[str] = ("created", "exists", "failed")) -> Iterator[tuple[str, str, Outcome]]:
         """Settled outcomes worth keeping: by default (a `run`'s) registered entities and refusals the
         API gave; a command's own journal names its own (`deleted`, `gone`, `moved`, ...)."""
+        from onboard.pipeline import Outcome
+
         marks = ", ".join("?" * len(states))
         rows = self._db.execute("SELECT kind, id, state, reason, warnings FROM entities"
                                 f" WHERE run = ? AND state IN ({marks})", (self.run, *states))

@@ -15,16 +15,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onboard.errors import ConfigError, InputError
 from onboard.files import atomic, refuse_link
-from onboard.journal import journal_path, recorded_input
-from onboard.pipeline import Ledger
 from onboard.plan import Plan, RowPlan
 from onboard.records import Problem
 from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet, SheetRow, column_uses, protect
 from onboard.workbook import write_table
+
+if TYPE_CHECKING:  # validating needs neither the HTTP client nor the journal
+    from onboard.pipeline import Ledger
 
 ID_FIELDS = ("user_id", "location_id", "resource_id")
 KEY_FIELDS = frozenset({"customer_id", "location_ref", "meter_point_ids", "resource_ref", "resource_meter_point_id",
@@ -209,6 +210,8 @@ class Outputs:
         for path in (outputs.results, outputs.errors, outputs.summary):
             if path is not None:
                 refuse_link(path)
+        from onboard.journal import journal_path, recorded_input
+
         journal = journal_path(folder, source, kind if kind in JOURNALLED else None)
         other = recorded_input(journal)
         if other is not None and other.resolve() != source.resolve():
