@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -312,6 +313,8 @@ SITE_AND_DEVICE = ("location_ref", "location_id", "meter_point_ids", "latitude",
 SHARED_KEYS = frozenset({"location_ref"})
 """Keys that repeat from row to row: the `home` of every customer."""
 _ROW = TypeAdapter(Row)
+_VALUES = operator.attrgetter(*FIELDS)
+"""A row's values in the order of FIELDS, taken in one call."""
 
 
 @dataclass(slots=True)
@@ -354,7 +357,8 @@ def _row_rules(filled: dict[str, bool], kind: str | None) -> Iterator[Problem]:
     if described and not filled["resource_type"]:
         yield Problem("resource_type", "resource_type is empty: say what the device is "
                       f"({', '.join(m.value for m in ResourceType)})")
-    at_site = any(filled[f] for f in ("location_ref", "location_id", "meter_point_ids", "latitude", "longitude"))
+    at_site = (filled["location_ref"] or filled["location_id"] or filled["meter_point_ids"] or filled["latitude"]
+               or filled["longitude"])
     if filled["resource_type"] and kind != "Vehicle" and not at_site:
         yield Problem("meter_point_ids", f"a {kind or 'device'} must be at a site: fill meter_point_ids or "
                       "latitude/longitude, or the location_ref of a site described on another row")
@@ -371,7 +375,7 @@ def check_cells(number: int, cells: dict[str, Cell], strict_meter_ids: bool = Fa
         problems = [Problem(str(e["loc"][0]), e["msg"]) for e in exc.errors()]
     if row is not None:  # every filled cell gave a value: the row's own values say what is filled
         kind = row.resource_type
-        problems += _row_rules({name: getattr(row, name) not in (None, ()) for name in FIELDS}, kind)
+        problems += _row_rules(dict(zip(FIELDS, [v is not None and v != () for v in _VALUES(row)], strict=True)), kind)
         slot = None
         if kind and not row.resource_ref and not row.resource_id:
             slot = _device_slot({name: _text(cells.get(name)) for name in FIELDS}, kind)
