@@ -431,7 +431,7 @@ def _same_but_spelling(a: str | None, b: str | None) -> bool:
 
 
 def _plain(ref: str) -> str:
-    return re.sub(r"\s+", "", ref).casefold()
+    return "".join(ref.split()).casefold()  # str.split() splits at the whitespace r"\s" matches
 
 
 def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan]) -> None:

@@ -84,8 +84,9 @@ _DAMAGED_ID = re.compile(r"\d[eE][+-]?\d")
 _DAMAGED_CELL = re.compile(r"\d[.,]?\d*[eE][+-]?\d")
 
 
-@dataclass(frozen=True, slots=True)
-class Coordinates:
+class Coordinates(NamedTuple):
+    """A site's point; a tuple, since planning makes one for every row that has it."""
+
     latitude: float
     longitude: float
 
