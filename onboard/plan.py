@@ -11,7 +11,6 @@ import bisect
 import functools
 import hashlib
 import math
-import re
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator

@@ -489,8 +489,8 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
     checked = []
     for row in sheet.rows:
         values = row.values
-        cells = {name: _clean(row.cells[i]) if values[i].__class__ is str else Cell(_clean(row.cells[i]), values[i])
-                 for i, name in fields}
+        cells = {name: (v.replace("\u00a0", " ").strip() if (v := values[i]).__class__ is str  # _clean, inlined
+                        else Cell(_clean(row.cells[i]), v)) for i, name in fields}
         cells = _mapped(cells, mapping, used_values)
         for _, name in shared:  # one string for `home` on a million rows, not a million
             cell = cells[name]
