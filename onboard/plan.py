@@ -11,6 +11,7 @@ import bisect
 import functools
 import hashlib
 import math
+import operator
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -163,6 +164,17 @@ def _conflict(values: dict[int, object]) -> list[int] | None:
     return sorted(filled) if len(set(filled.values())) > 1 else None
 
 
+_SITE_CELLS = operator.attrgetter("location_id", "location_type", "meter_point_ids", "latitude", "longitude")
+_USER_CELLS = operator.attrgetter("user_id")
+
+
+def _alike(rows: list[tuple[RowPlan, Row]], cells: operator.attrgetter) -> bool:
+    """Whether the rows hold the same `cells`, as the rows of one site mostly do: then they cannot
+    disagree, and none of their values need comparing one by one."""
+    first = cells(rows[0][1])
+    return all(cells(row) == first for _, row in rows)
+
+
 def _refuse_conflicts(rows: list[tuple[RowPlan, Row]], name: str, checks: dict[str, dict[int, object]]) -> bool:
     """Refuse every row of a group whose rows describe it differently, naming the other rows."""
     refused = False
@@ -222,7 +234,7 @@ def build(checked: list[Checked]) -> Plan:
     for customer, plans in customers.items():
         rows = [(p, p.row) for p in plans]
         label = rows[0][1].customer_id or rows[0][1].user_id
-        if len(rows) > 1 and _refuse_conflicts(rows, f"customer {label!r}",
+        if len(rows) > 1 and not _alike(rows, _USER_CELLS) and _refuse_conflicts(rows, f"customer {label!r}",
                                                {"user_id": {p.number: r.user_id for p, r in rows}}):
             for row_plan in plans:
                 row_plan.row = None
@@ -261,14 +273,15 @@ def _plan_sites(plan, customer, label, user_id, rows) -> None:
         elif key:
             sites[key] = [pair]
     for key, site_rows in sites.items():
-        if len(site_rows) > 1 and _refuse_conflicts(site_rows, _site_name(label, key), {
-            "location_id": {p.number: r.location_id for p, r in site_rows},
-            "location_type": {p.number: r.location_type for p, r in site_rows},
-            "meter_point_ids": {p.number: frozenset(r.meter_point_ids) for p, r in site_rows},
-            "latitude": {p.number: r.coordinates for p, r in site_rows},
-        }):
+        if len(site_rows) > 1 and not _alike(site_rows, _SITE_CELLS) and _refuse_conflicts(
+                site_rows, _site_name(label, key), {
+                    "location_id": {p.number: r.location_id for p, r in site_rows},
+                    "location_type": {p.number: r.location_type for p, r in site_rows},
+                    "meter_point_ids": {p.number: frozenset(r.meter_point_ids) for p, r in site_rows},
+                    "latitude": {p.number: r.coordinates for p, r in site_rows},
+                }):
             continue
-        if len(site_rows) == 1:
+        if len(site_rows) == 1 or _alike(site_rows, _SITE_CELLS):
             row = site_rows[0][1]
             explicit, location_type, meter_point_ids, coordinates = (row.location_id, row.location_type,
                                                                      row.meter_point_ids, row.coordinates)
