@@ -199,18 +199,8 @@ def _journal_tables() -> dict[str, tuple[str, ...]]:
         db.close()
 
 
-SETTLED_HELD_SECONDS = 1.0
-"""Longest an outcome waits in memory for the next write to the journal (see `Journal.settled`)."""
-
-
 class Journal:
-    """One open run of one input against one API; the pipeline's `Ledger` writes through it.
-
-    A request's entities are written as `sent` before it leaves, in one transaction; the outcomes
-    settled since the last write go in that same transaction rather than in one each, which halves
-    the journal's commits, the larger part of its cost. An outcome a killed run never wrote leaves
-    its entity `sent`: the next run looks it up, and finds it created. Every entity sent after it
-    was written with it, so no child is recorded as sent while its parent's outcome is not."""
+    """One open run of one input against one API; the pipeline's `Ledger` writes through it."""
 
     def __init__(self, path: Path, db: sqlite3.Connection, lock: _Lock, run: int, resumed: bool,
                  discovered: bool) -> None:
@@ -220,9 +210,6 @@ class Journal:
         self.run = run
         self.resumed = resumed
         self.discovered = discovered
-        self._unwritten: list[tuple] = []
-        """Settled outcomes (rows of `entities`) waiting for the next write."""
-        self._held_since = 0.0
 
     @classmethod
     def open(cls, path: Path, source: Path, base_url: str, planned: dict[str, int],
@@ -269,7 +256,6 @@ class Journal:
         API gave; a command's own journal names its own (`deleted`, `gone`, `moved`, ...)."""
         from onboard.pipeline import Outcome
 
-        self.flush()
         marks = ", ".join("?" * len(states))
         rows = self._db.execute("SELECT kind, id, state, reason, warnings FROM entities"
                                 f" WHERE run = ? AND state IN ({marks})", (self.run, *states))
@@ -278,7 +264,6 @@ class Journal:
 
     def uncertain(self) -> set[tuple[str, str]]:
         """Entities sent without an answer kept: the write may have happened."""
-        self.flush()
         rows = self._db.execute("SELECT kind, id FROM entities WHERE run = ? AND state = 'sent'", (self.run,))
         return set(rows)
 
@@ -286,8 +271,8 @@ class Journal:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
-        """One commit for what is written inside: the connection is in autocommit mode, where each
-        row of an `executemany` would otherwise be a transaction (and a commit) of its own."""
+        """One commit for a batch's rows: the connection is in autocommit mode, where each row of an
+        `executemany` would otherwise be a transaction (and a commit) of its own."""
         self._db.execute("BEGIN")
         try:
             yield
@@ -295,12 +280,10 @@ class Journal:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
-        self._unwritten = []
 
     def sending(self, kind: str, ids: Sequence[str]) -> None:
         now = time.time()
         with self._transaction():
-            self._write_settled()
             self._db.executemany(
                 "INSERT INTO entities (run, kind, id, state, updated) VALUES (?, ?, ?, 'sent', ?)"
                 " ON CONFLICT (run, kind, id) DO UPDATE SET state = 'sent', updated = excluded.updated",
@@ -308,32 +291,17 @@ class Journal:
             )
 
     def settled(self, kind: str, ids: Sequence[str], outcome: Outcome) -> None:
-        """Kept for the next write (the next request's `sending`), or written once it has waited
-        `SETTLED_HELD_SECONDS`, or when the journal is read or let go."""
         if outcome.state == "failed" and not outcome.final:
             return
         row = (outcome.state, outcome.reason, json.dumps(outcome.warnings), time.time())
-        if not self._unwritten:
-            self._held_since = time.monotonic()
-        self._unwritten.extend((self.run, kind, entity_id, *row) for entity_id in ids)
-        if time.monotonic() - self._held_since >= SETTLED_HELD_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the outcomes settled since the last write."""
-        if self._unwritten:
-            with self._transaction():
-                self._write_settled()
-
-    def _write_settled(self) -> None:
-        """Inside a transaction; the outcomes are let go once it commits."""
-        if self._unwritten:
+        with self._transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO entities (run, kind, id, state, reason, warnings, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)", self._unwritten)
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(self.run, kind, entity_id, *row) for entity_id in ids],
+            )
 
     def mark_discovered(self) -> None:
-        self.flush()
         with self._db:
             self._db.execute("UPDATE runs SET discovered = 1 WHERE id = ?", (self.run,))
         self.discovered = True
@@ -341,13 +309,11 @@ class Journal:
     def discard(self) -> None:
         """Forget a run that never got to send anything (its credentials were refused)."""
         if not self.resumed:
-            self._unwritten = []
             with self._db:
                 self._db.execute("DELETE FROM runs WHERE id = ?", (self.run,))
 
     def finish(self) -> None:
         """The run reached its end: close it, so the next run of this input starts anew."""
-        self._unwritten = []
         with self._db:
             self._db.execute("UPDATE runs SET state = 'closed', finished = ? WHERE id = ?", (time.time(), self.run))
             self._db.execute("DELETE FROM entities WHERE run = ?", (self.run,))
@@ -357,8 +323,6 @@ class Journal:
         stopped leaves one self-contained file beside the outputs, no -wal, -shm or lock; only a run
         killed outright keeps them, for the next run to pick up."""
         try:
-            with contextlib.suppress(sqlite3.Error):  # unwritten, they are looked up by the next run
-                self.flush()
             with contextlib.suppress(sqlite3.Error):  # a reader has it open: the next run folds the WAL in
                 self._db.execute("PRAGMA busy_timeout = 2000")
                 self._db.execute("PRAGMA journal_mode = DELETE")

@@ -1,5 +1,5 @@
-"""When the journal writes: an entity as `sent` before its request leaves, its outcome with the next
-write (or when the journal is let go), as another process (`onboard status`, a resumed run) sees it."""
+"""How the journal writes: a batch's entities in one transaction, as soon as they are sent and as
+soon as they settle, so another process (`onboard status`, a resumed run) sees them at once."""
 
 from __future__ import annotations
 
@@ -18,35 +18,22 @@ def _states(path: Path) -> dict[str, str]:
         db.close()
 
 
-def _journal(tmp_path: Path) -> tuple[Journal, Path]:
+def test_a_batch_is_one_transaction_written_before_it_leaves_and_when_it_settles(tmp_path):
     source = tmp_path / "in.csv"
     source.write_text("customer_id\n1\n")
     path = tmp_path / "in.journal.sqlite"
-    return Journal.open(path, source, "http://api", {"users": 2}), path
-
-
-def test_a_send_is_written_before_it_leaves_and_outcomes_go_with_the_next_send(tmp_path):
-    journal, path = _journal(tmp_path)
-    ledger = Ledger(journal)
+    journal = Journal.open(path, source, "http://api", {"users": 100})
+    ids = [f"u{n}" for n in range(100)]
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)  # the connection is in autocommit mode
     try:
-        ledger.sending("user", ["u1", "u2"])
-        assert _states(path) == {"u1": "sent", "u2": "sent"}
-        ledger.settle_all("user", ["u1", "u2"], Outcome("created"))
-        assert _states(path) == {"u1": "sent", "u2": "sent"}  # held until the next write
-        ledger.sending("location", ["l1"])
-        assert _states(path) == {"u1": "created", "u2": "created", "l1": "sent"}
-        ledger.settle("location", "l1", Outcome("created"))
+        Ledger(journal).sending("user", ids)
+        assert _states(path) == dict.fromkeys(ids, "sent")
+        Ledger(journal).settle_all("user", ids, Outcome("created"))
+        assert _states(path) == dict.fromkeys(ids, "created")
     finally:
+        journal._db.set_trace_callback(None)
         journal.release()
-    assert _states(path) == {"u1": "created", "u2": "created", "l1": "created"}
-
-
-def test_outcomes_not_yet_written_are_read_back_by_the_run_that_holds_them(tmp_path):
-    journal, path = _journal(tmp_path)
-    try:
-        journal.sending("user", ["u1", "u2"])
-        journal.settled("user", ["u1"], Outcome("created"))
-        assert journal.uncertain() == {("user", "u2")}
-        assert [(kind, entity_id, o.state) for kind, entity_id, o in journal.outcomes()] == [("user", "u1", "created")]
-    finally:
-        journal.release()
+    # without BEGIN, each of a batch's 100 rows would be a transaction (and a commit) of its own
+    assert [s.split()[0] for s in statements if s.split()[0] in ("BEGIN", "COMMIT")] == ["BEGIN", "COMMIT"] * 2
+    assert sum(s.startswith("INSERT") for s in statements) == 200
