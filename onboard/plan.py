@@ -273,15 +273,15 @@ def _plan_sites(plan, customer, label, user_id, rows) -> None:
         elif key:
             sites[key] = [pair]
     for key, site_rows in sites.items():
-        if len(site_rows) > 1 and not _alike(site_rows, _SITE_CELLS) and _refuse_conflicts(
-                site_rows, _site_name(label, key), {
-                    "location_id": {p.number: r.location_id for p, r in site_rows},
-                    "location_type": {p.number: r.location_type for p, r in site_rows},
-                    "meter_point_ids": {p.number: frozenset(r.meter_point_ids) for p, r in site_rows},
-                    "latitude": {p.number: r.coordinates for p, r in site_rows},
-                }):
+        same = len(site_rows) == 1 or _alike(site_rows, _SITE_CELLS)
+        if not same and _refuse_conflicts(site_rows, _site_name(label, key), {
+            "location_id": {p.number: r.location_id for p, r in site_rows},
+            "location_type": {p.number: r.location_type for p, r in site_rows},
+            "meter_point_ids": {p.number: frozenset(r.meter_point_ids) for p, r in site_rows},
+            "latitude": {p.number: r.coordinates for p, r in site_rows},
+        }):
             continue
-        if len(site_rows) == 1 or _alike(site_rows, _SITE_CELLS):
+        if same:
             row = site_rows[0][1]
             explicit, location_type, meter_point_ids, coordinates = (row.location_id, row.location_type,
                                                                      row.meter_point_ids, row.coordinates)
@@ -306,7 +306,7 @@ def _plan_devices(plan, customer, label, user_id, rows, positional) -> None:
     devices: dict[str, list[tuple[RowPlan, Row]]] = {}
     for pair in rows:
         row_plan, row = pair
-        if row.resource_type is None or row_plan.problems:
+        if not row.has_resource or not row_plan.valid:
             continue
         if row.resource_ref:
             key = "ref\x1f" + row.resource_ref
