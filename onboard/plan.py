@@ -372,7 +372,7 @@ def _register(plan: Plan, valid: list[RowPlan]) -> None:
     wanted = [p for p in valid if p.valid]
     locations = {p.location_id for p in wanted}
     resources = {p.resource_id for p in wanted}
-    plan.users = {p.user_id: User(p.user_id) for p in wanted}
+    plan.users = {user_id: User(user_id) for user_id in dict.fromkeys(p.user_id for p in wanted)}
     plan.locations = {k: v for k, v in plan.locations.items() if k in locations}
     plan.resources = {k: v for k, v in plan.resources.items() if k in resources}
     for row_plan in plan.rows:
@@ -389,7 +389,7 @@ DIGIT_KEYS = 0.9
 
 
 def _has_digit(key: str) -> bool:
-    return any(ch.isdigit() for ch in key)
+    return any(map(str.isdigit, key))
 
 
 def _placement(number: int, numbers: list[int]) -> str | None:
