@@ -707,6 +707,30 @@ def _proxied(*urls: str) -> bool:
     return False
 
 
+class _Cookieless(httpx.Cookies):
+    """Cookies never taken from an answer: the API authenticates with a bearer token and sets none,
+    and looking for them costs httpx a urllib request built for every answer."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class _Client(httpx.AsyncClient):
+    """httpx's client with a cookie jar that takes no cookies (`_Cookieless`)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._cookieless = _Cookieless()
+        super().__init__(**options)
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._cookieless
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        self._cookieless = _Cookieless(cookies)
+
+
 @asynccontextmanager
 async def connect(target: Target, concurrency: int = 16, tuning: Tuning | None = None,
                   transport: httpx.AsyncBaseTransport | None = None, emulator_knobs=None,
@@ -727,7 +751,7 @@ async def connect(target: Target, concurrency: int = 16, tuning: Tuning | None =
     auth = ClientCredentials(target.token_url, target.client_id, target.client_secret, stats=stats,
                              redactor=Redactor.for_target(target))
     tuning = tuning or Tuning()
-    async with httpx.AsyncClient(
+    async with _Client(
         base_url=target.base_url,
         auth=auth,
         transport=transport,

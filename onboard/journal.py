@@ -23,10 +23,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onboard.errors import ConfigError, OnboardError
 from onboard.files import connect_sqlite, open_own
-from onboard.pipeline import Outcome
+
+if TYPE_CHECKING:  # `validate` fingerprints its input here without loading the HTTP client
+    from onboard.pipeline import Outcome
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -252,6 +255,8 @@ class Journal:
                  ) -> Iterator[tuple[str, str, Outcome]]:
         """Settled outcomes worth keeping: by default (a `run`'s) registered entities and refusals the
         API gave; a command's own journal names its own (`deleted`, `gone`, `moved`, ...)."""
+        from onboard.pipeline import Outcome
+
         marks = ", ".join("?" * len(states))
         rows = self._db.execute("SELECT kind, id, state, reason, warnings FROM entities"
                                 f" WHERE run = ? AND state IN ({marks})", (self.run, *states))
@@ -265,9 +270,21 @@ class Journal:
 
     # written as the run goes (the Ledger's journal protocol)
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One commit for a batch's rows: the connection is in autocommit mode, where each row of an
+        `executemany` would otherwise be a transaction (and a commit) of its own."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def sending(self, kind: str, ids: Sequence[str]) -> None:
         now = time.time()
-        with self._db:
+        with self._transaction():
             self._db.executemany(
                 "INSERT INTO entities (run, kind, id, state, updated) VALUES (?, ?, ?, 'sent', ?)"
                 " ON CONFLICT (run, kind, id) DO UPDATE SET state = 'sent', updated = excluded.updated",
@@ -278,7 +295,7 @@ class Journal:
         if outcome.state == "failed" and not outcome.final:
             return
         row = (outcome.state, outcome.reason, json.dumps(outcome.warnings), time.time())
-        with self._db:
+        with self._transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO entities (run, kind, id, state, reason, warnings, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -15,16 +15,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onboard.errors import ConfigError, InputError
 from onboard.files import atomic, refuse_link
-from onboard.journal import journal_path, recorded_input
-from onboard.pipeline import UNNAMED_DEVICES, Ledger
 from onboard.plan import Plan, RowPlan
 from onboard.records import FIELDS, Problem, excel_damaged
 from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet, SheetRow, column_uses, excel_general, protect
 from onboard.workbook import write_table
+
+if TYPE_CHECKING:  # validating needs neither the HTTP client nor the journal
+    from onboard.pipeline import Ledger
 
 ID_FIELDS = ("user_id", "location_id", "resource_id")
 KEY_FIELDS = frozenset({"customer_id", "location_ref", "meter_point_ids", "resource_ref", "resource_meter_point_id",
@@ -244,6 +245,8 @@ class Outputs:
                 refuse_link(path)
         if kind in READ_ONLY:
             return outputs
+        from onboard.journal import journal_path, recorded_input
+
         journal = journal_path(folder, source, kind if kind in JOURNALLED else None)
         other = recorded_input(journal)
         if other is not None and other.resolve() != source.resolve():
@@ -494,7 +497,10 @@ def _checks(plan: Plan, results: list[RowResult]) -> Counter[str]:
     holds with devices the sheet does not name, by their warning, which a resumed run has from the
     journal)."""
     checks = Counter(plan.counts)
-    checks["unnamed_devices"] = sum(1 for r in results if UNNAMED_DEVICES in r.warnings)
+    if any(r.warnings for r in results):
+        from onboard.pipeline import UNNAMED_DEVICES
+
+        checks["unnamed_devices"] = sum(1 for r in results if UNNAMED_DEVICES in r.warnings)
     return checks
 
 

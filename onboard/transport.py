@@ -14,7 +14,6 @@ connection that was never made is a `ConnectError`/`ConnectTimeout`.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
 from contextlib import contextmanager
 
 import aiohttp
@@ -41,20 +40,6 @@ def _as_httpx():
         raise httpx.RemoteProtocolError(f"the answer's body was cut short ({exc})") from exc
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:  # lost after connecting: may have been sent
         raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
-
-
-class _Body(httpx.AsyncByteStream):
-    """An answer's body, read in one go: the API's answers are small JSON."""
-
-    def __init__(self, answer: aiohttp.ClientResponse) -> None:
-        self._answer = answer
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _as_httpx():
-            yield await self._answer.read()
-
-    async def aclose(self) -> None:
-        self._answer.release()
 
 
 _HTTPX_SETS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
@@ -106,8 +91,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=content or None, allow_redirects=False, timeout=self._timeout(request),
                 ssl=self._verified() if url.scheme == "https" else True,
             )
+            try:
+                body = await answer.read()  # the API's answers are small JSON: read in one go, here
+            finally:
+                answer.release()
         extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (answer.reason or "").encode("latin-1", "replace")}
-        return httpx.Response(answer.status, headers=answer.raw_headers, stream=_Body(answer), extensions=extensions)
+        return httpx.Response(answer.status, headers=answer.raw_headers, content=body, extensions=extensions)
 
     async def aclose(self) -> None:
         if self._session is not None:

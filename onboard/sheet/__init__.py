@@ -81,7 +81,8 @@ class Rows:
             filled = _width(values)
             if not filled:
                 continue
-            values = values[:filled]  # a stray blank cell far right widens no row
+            if filled < len(values):
+                values = values[:filled]  # a stray blank cell far right widens no row
             widest = max(widest, filled)
             if filled < width:
                 values += [""] * (width - filled)

@@ -70,6 +70,9 @@ def _merged_down(sheet: CalamineSheet, first_column: int) -> Iterator[list[objec
     A row blank but for the merged range stays blank."""
     merges = sorted((top, left - first_column, bottom)
                     for (top, left), (bottom, _) in sheet.merged_cell_ranges or () if bottom > top)
+    if not merges:  # the common case: the rows as they are
+        yield from sheet.iter_rows()
+        return
     waiting, active = 0, []
     for index, row in enumerate(sheet.iter_rows()):
         while waiting < len(merges) and merges[waiting][0] == index:

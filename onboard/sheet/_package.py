@@ -40,8 +40,10 @@ _TAG = re.compile(rb"<(?:[\w.-]+:)?(row|c)(?=[\s/>])([^>]*?)(/?)>")
 # the fast path: cells and rows as Excel, LibreOffice and openpyxl write them, `r` first
 _ROW_AS_EXCEL = re.compile(rb'<row r="(\d{1,7})"')
 _HIDDEN_ROW_AS_EXCEL = re.compile(rb'<row r="(\d{1,7})"[^>]*?\shidden="(?:1|true)"')
-_HOLDING_AS_EXCEL = re.compile(rb'<c r="([A-Z]{1,3}\d{1,7})"[^>/]*>')
-_HOLDING_ANY = re.compile(rb'<c r="[^"]*"[^>/]*>')
+_HOLDING = re.compile(rb'<c r="([^"]*)"[^>/]*>')
+_EXCEL_REFS = re.compile(rb"[A-Z]{1,3}\d{1,7}(?: [A-Z]{1,3}\d{1,7})*")
+"""The references of the cells that hold something, joined by spaces, as Excel writes them (`AB12`):
+checked in one pass over the joined references rather than a second pass over the XML."""
 _LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _DIGITS = b"0123456789"
 _COL = re.compile(rb"<(?:[\w.-]+:)?col(?=[\s/>])([^>]*?)/?>")
@@ -123,10 +125,11 @@ class SheetScan:
         if b"<col" in data:
             self._columns(data)
         rows = _ROW_AS_EXCEL.findall(data)
-        refs = _HOLDING_AS_EXCEL.findall(data)
+        refs = _HOLDING.findall(data)
+        joined = b" ".join(refs)
         if (data.count(b"<c ") != data.count(b'<c r="') or data.count(b"<row") != len(rows)
                 or b"<c>" in data or b":c " in data or b":row" in data
-                or len(refs) != len(_HOLDING_ANY.findall(data))):
+                or (refs and not _EXCEL_REFS.fullmatch(joined))):
             self._scan_slowly(data)
             return
         if rows:
@@ -135,7 +138,7 @@ class SheetScan:
                 self.facts.hidden_rows.update(int(r) for r in _HIDDEN_ROW_AS_EXCEL.findall(data))
         if refs:
             self.facts.written += len(refs)
-            self._hold_all(b" ".join(refs))
+            self._hold_all(joined)
             last = refs[-1]
             if int(last.lstrip(_LETTERS)) == self.row:
                 self.column = column_number(last.rstrip(_DIGITS))

@@ -1,0 +1,39 @@
+"""How the journal writes: a batch's entities in one transaction, as soon as they are sent and as
+soon as they settle, so another process (`onboard status`, a resumed run) sees them at once."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from onboard.journal import Journal
+from onboard.pipeline import Ledger, Outcome
+
+
+def _states(path: Path) -> dict[str, str]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT id, state FROM entities"))
+    finally:
+        db.close()
+
+
+def test_a_batch_is_one_transaction_written_before_it_leaves_and_when_it_settles(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("customer_id\n1\n")
+    path = tmp_path / "in.journal.sqlite"
+    journal = Journal.open(path, source, "http://api", {"users": 100})
+    ids = [f"u{n}" for n in range(100)]
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)  # the connection is in autocommit mode
+    try:
+        Ledger(journal).sending("user", ids)
+        assert _states(path) == dict.fromkeys(ids, "sent")
+        Ledger(journal).settle_all("user", ids, Outcome("created"))
+        assert _states(path) == dict.fromkeys(ids, "created")
+    finally:
+        journal._db.set_trace_callback(None)
+        journal.release()
+    # without BEGIN, each of a batch's 100 rows would be a transaction (and a commit) of its own
+    assert [s.split()[0] for s in statements if s.split()[0] in ("BEGIN", "COMMIT")] == ["BEGIN", "COMMIT"] * 2
+    assert sum(s.startswith("INSERT") for s in statements) == 200
