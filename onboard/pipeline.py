@@ -208,15 +208,14 @@ def unnamed_devices(plan: Plan, ledger: Ledger) -> list[str]:
     return found
 
 
-def _claimed(location: Location, clashes: list[tuple[str, str, str]], planned: dict[str, Location],
-             owners: dict[str, str]) -> str:
+def _claimed(location: Location, clashes: list[tuple[str, str, str]], plan: Plan, owners: dict[str, str]) -> str:
     """Why a planned location is refused: which held locations, of whom, hold its meter points. A held
     location this sheet also describes is named as the sheet names it; another by its ID and its
     user (`owners`: the customer of which rows). The reason starts with its column, as a refusal of
     the sheet's own rules does."""
     def holder(held_id: str, user_id: str) -> str:
-        if held_id in planned and planned[held_id].name:
-            return planned[held_id].name
+        if name := plan.site_name(held_id):
+            return name
         if user_id == location.user_id:
             return f"location {held_id} of this customer (user {user_id})"
         return f"location {held_id} of {owners[user_id]} (user {user_id})" if user_id in owners else \
@@ -226,11 +225,12 @@ def _claimed(location: Location, clashes: list[tuple[str, str, str]], planned: d
             for mpid, held_id, user_id in clashes]
     own = sorted({held_id for _, held_id, user_id in clashes if user_id == location.user_id})
     hint = f"; if these rows describe that site, fill location_id {own[0]} on them" if len(own) == 1 else ""
+    planned = plan.locations
     if any(held_id in planned and planned[held_id].meter_point_ids and mpid not in planned[held_id].meter_point_ids
            for mpid, held_id, _ in clashes):
         hint += ("; the sheet gives that site other meter point ids: once run --update has changed it, the "
                  "next run takes this one")
-    site = location.name or f"location {location.id}"
+    site = plan.site_name(location.id) or f"location {location.id}"
     return (f"{CLAIMED_COLUMN}: " + "; ".join(said) + f": a meter point belongs to one site, so {site} is not sent"
             + hint)
 
@@ -762,7 +762,7 @@ class Run:
             outcome = self.ledger.get("location", location_id)
             if outcome is None or outcome.state != "exists":
                 continue
-            site = self.plan.locations[location_id].name or f"location {location_id}"
+            site = self.plan.site_name(location_id) or f"location {location_id}"
             notes = tuple(note for kind, n in kinds.items() if adding[location_id][kind]
                           if (note := f"{site} already holds {n} {kind} device{'s' if n > 1 else ''} "
                                       f"{UNNAMED_DEVICES}; this run adds {adding[location_id][kind]} more")
@@ -797,7 +797,7 @@ class Run:
         if not found:
             return
         owners = self._customers_of({user_id for clashes in found.values() for _, _, user_id in clashes})
-        self._refuse_rows({location.id: _claimed(location, clashes, self.plan.locations, owners)
+        self._refuse_rows({location.id: _claimed(location, clashes, self.plan, owners)
                            for location, clashes in found.items()})
 
     def _customers_of(self, users: set[str]) -> dict[str, str]:

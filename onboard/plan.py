@@ -49,9 +49,9 @@ class Location:
     location_type: str | None
     meter_point_ids: tuple[str, ...]
     coordinates: Coordinates | None
-    name: str = field(default="", compare=False)
-    """The site as the sheet names it (`site 'home' of customer '1001' (rows 5-6)`), for messages
-    about what the API holds: a person knows the site by its ref and rows, not by its UUID."""
+    site: tuple[str, str] | None = field(default=None, compare=False)
+    """(customer, site key) as the sheet has them, for `Plan.site_name`: kept as the two strings
+    the plan holds anyway, and put in words only for the few sites a message names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +126,20 @@ class Plan:
     resources: dict[str, Resource] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     """Rows each cross-row check refused or warned about, by check (e.g. `repeated_devices`)."""
+    _rows_of: dict[str, list[int]] | None = field(default=None, repr=False, compare=False)
+
+    def site_name(self, location_id: str) -> str:
+        """The site as the sheet names it (`site 'home' of customer '1001' (rows 5-6)`), for messages
+        about what the API holds: a person knows the site by its ref and rows, not by its UUID."""
+        location = self.locations.get(location_id)
+        if location is None or location.site is None:
+            return ""
+        if self._rows_of is None:
+            self._rows_of = defaultdict(list)
+            for row in self.rows:
+                if row.location_id is not None and row.valid:
+                    self._rows_of[row.location_id].append(row.shown)
+        return f"{_site_name(*location.site)} ({row_spans(self._rows_of[location_id])})"
 
     def requests(self, batch_size: int) -> dict[str, int]:
         """How many requests creating everything takes, when nothing exists yet."""
@@ -312,8 +326,7 @@ def _plan_sites(plan, customer, label, user_id, rows) -> None:
             meter_point_ids = next((r.meter_point_ids for _, r in site_rows if r.meter_point_ids), ())
             coordinates = next((r.coordinates for _, r in site_rows if r.coordinates), None)
         location = Location(explicit or derived_id("location", customer, key), user_id, location_type,
-                            meter_point_ids, coordinates,
-                            f"{_site_name(label, key)} ({row_spans([p.shown for p, _ in site_rows])})")
+                            meter_point_ids, coordinates, (label, key))
         if not location.meter_point_ids and location.coordinates is None:
             for row_plan, _ in site_rows:
                 row_plan.refuse(Problem("meter_point_ids", f"{_site_name(label, key)} has neither meter "

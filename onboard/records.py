@@ -141,6 +141,8 @@ def excel_damaged(field_name: str, value: object) -> bool:
 
 def _shown_rounded(text: str) -> bool:
     """A key cell of a CSV that Excel saved holding a long number: its digits are gone for good."""
+    if "E" not in text and "e" not in text:
+        return False
     shown = _SHOWN_AS_NUMBER.fullmatch(text)
     return shown is not None and 10 ** int(shown[1]) >= ROUNDED_FROM
 

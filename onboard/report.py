@@ -294,7 +294,7 @@ def _table(sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult], bool],
     headers, sources, own = _layout(sheet)
     inputs = len(sheet.columns)
     appended = [None] * (len(headers) - inputs)
-    fields = _field_columns(sheet, typed)
+    as_text, keys = _field_columns(sheet, typed)
     placed = [(own[name], sources[own[name]] is not None) for name in OUTPUT_COLUMNS]
     for sheet_row, result in pairs:
         if not keep(result):
@@ -303,35 +303,34 @@ def _table(sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult], bool],
         if len(cells) < inputs or len(carried) < inputs:  # a row shorter than the header: nothing shifts left
             cells, carried = cells + [""] * (inputs - len(cells)), carried + [""] * (inputs - len(carried))
         values = carried[:inputs] + appended
-        if fields:
-            _keep_damage(values, cells, sheet_row.values, fields, typed)
+        for index in as_text:
+            values[index] = cells[index]
+        if keys:
+            _keep_damage(values, sheet_row.values, keys, typed)
         for (position, overlays), value in zip(placed, own_values(result), strict=True):
             if value is not None or not overlays:
                 values[position] = value
         yield result, values
 
 
-def _field_columns(sheet: Sheet, typed: bool) -> list[tuple[int, str]]:
-    """(index, field) of the columns whose cells `_keep_damage` looks at: every field's in a typed
-    output; in a CSV only where the sheet can hold numbers at all (a CSV read holds only text)."""
+def _field_columns(sheet: Sheet, typed: bool) -> tuple[list[int], list[tuple[int, str]]]:
+    """The columns of the tool's fields, written as their text in a typed output; and (index, field)
+    of those `_keep_damage` looks at: the key columns Excel can damage (`excel_damaged`), in a CSV
+    output only where the sheet can hold numbers at all (a CSV read holds only text)."""
+    as_text = [c.index for c in sheet.columns if c.field] if typed else []
     if not typed and sheet.format == "csv":
-        return []
-    return [(c.index, c.field) for c in sheet.columns if c.field]
+        return as_text, []
+    return as_text, [(c.index, c.field) for c in sheet.columns if c.field in KEY_FIELDS]
 
 
-def _keep_damage(values: list[Any], cells: list[str], typed_values: list[object], fields: list[tuple[int, str]],
-                 typed: bool) -> None:
-    """The tool's fields as their text, except a number Excel damaged (`excel_damaged`): in xlsx it
-    stays that number, in CSV it is the text Excel shows for it (`7.07058E+17`), so the run of this
-    output refuses it again. Its rounded digits as text would be taken for a good id."""
-    for index, name in fields:
+def _keep_damage(values: list[Any], typed_values: list[object], keys: list[tuple[int, str]], typed: bool) -> None:
+    """A number Excel damaged stays damaged: in xlsx it is that number, in CSV the text Excel shows
+    for it (`7.07058E+17`), so the run of this output refuses it again. Its rounded digits as text
+    would be taken for a good id."""
+    for index, name in keys:
         value = typed_values[index] if index < len(typed_values) else ""
-        damaged = value.__class__ is not str and excel_damaged(name, value)
-        if typed:
-            if not damaged:
-                values[index] = cells[index]
-        elif damaged:
-            values[index] = excel_general(value)
+        if value.__class__ is not str and excel_damaged(name, value):
+            values[index] = value if typed else excel_general(value)
 
 
 def _summary_rows(summary: dict) -> list[list[Any]]:
@@ -425,14 +424,16 @@ def _annotated_table(sheet: Sheet, lines: Annotated, width: int, places: list[in
                      typed: bool) -> Iterator[tuple[dict[int, str], list[Any]]]:
     """As `_table`: the input's cells (typed for xlsx, the tool's fields as text), then the added values."""
     inputs = len(sheet.columns)
-    fields = _field_columns(sheet, typed)
+    as_text, keys = _field_columns(sheet, typed)
     for sheet_row, marked, added in lines:
         cells, carried = sheet_row.cells, sheet_row.values if typed else sheet_row.cells
         if len(cells) < inputs or len(carried) < inputs:
             cells, carried = cells + [""] * (inputs - len(cells)), carried + [""] * (inputs - len(carried))
         values = carried[:inputs] + [None] * (width - inputs)
-        if fields:
-            _keep_damage(values, cells, sheet_row.values, fields, typed)
+        for index in as_text:
+            values[index] = cells[index]
+        if keys:
+            _keep_damage(values, sheet_row.values, keys, typed)
         for at, value in zip(places, added, strict=True):
             values[at] = value
         yield {places[i]: reason for i, reason in marked.items()}, values
