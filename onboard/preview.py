@@ -26,7 +26,9 @@ if TYPE_CHECKING:
     from onboard.plan import RowPlan
     from onboard.settings import Target
 
-COLUMNS = ("plan", "plan_detail")
+COLUMNS = ("row", "plan", "plan_detail")
+"""`row`: the row of the original sheet, as messages name it (an export's title rows above its
+header shift every row of the plan file against the input's)."""
 VERDICTS = ("create", "update", "unchanged", "conflict", "invalid", "not checked", "skipped")
 
 
@@ -54,12 +56,12 @@ async def preview(intake: Intake, where: Target, *, out: str | Path | None = Non
     problems: list[str] = []
     for row, checked in zip(plan.rows, validated, strict=True):
         verdict, detail = _verdict(row, checked.error, ledger)
-        lines.append(({0: verdict} if verdict.startswith(("conflict", "invalid", "not checked")) else {},
-                      (verdict, detail)))
+        lines.append(({1: verdict} if verdict.startswith(("conflict", "invalid", "not checked")) else {},
+                      (checked.row, verdict, detail)))
         if verdict.startswith(("conflict", "invalid")):
             problems.append(f"{checked.named}: {verdict}" + (f" ({detail})" if detail else ""))
     counts = {
-        "rows": followup.counted((values[0].split(":")[0] for _, values in lines), VERDICTS[:4]),
+        "rows": followup.counted((values[1].split(":")[0] for _, values in lines), VERDICTS[:4]),
         **{f"{kind}s": followup.counted((_state(ledger.get(kind, i)) for i in items), order)
            for kind, items, order in (("user", plan.users, ("create", "exists")),
                                       ("location", plan.locations, ("create", "exists", "update")),

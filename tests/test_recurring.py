@@ -199,7 +199,8 @@ async def test_plan_says_create_unchanged_update_and_conflict(capsys, registered
                            transport=record)
     assert {method for method, _, _ in record.sent} == {"GET"}
     assert state_counts(state) == before
-    plan = [values for _, values in result.lines]
+    assert [values[0] for _, values in result.lines] == list(range(2, 9))
+    plan = [values[1:] for _, values in result.lines]
     assert plan[0] == ("unchanged", "")
     assert plan[1][0].startswith("conflict: resource_type: the API holds this device (resource ")
     assert "as a Charger, the sheet says HVAC" in plan[1][0]
