@@ -191,8 +191,9 @@ def _confirm_production(args: argparse.Namespace, where: Target, plan: Plan) -> 
     if not sys.stdin.isatty():
         raise UsageError("--env production registers real customers: add --yes to confirm when not "
                          "running interactively")
+    also = ", and change the registered sites whose fields differ from the sheet (--update)" if args.update else ""
     answer = input(f"Register {len(plan.users)} users, {len(plan.locations)} locations and "
-                   f"{len(plan.resources)} resources in PRODUCTION ({where.shown_base_url})? Type yes: ")
+                   f"{len(plan.resources)} resources in PRODUCTION ({where.shown_base_url}){also}? Type yes: ")
     if answer.strip().lower() != "yes":
         raise UsageError("not confirmed; nothing was sent")
 

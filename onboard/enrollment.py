@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Iterable
 
 from onboard.api import Answer, Api
-from onboard.pipeline import Ledger, Outcome
+from onboard.pipeline import Ledger, Outcome, together
 from onboard.plan import Plan
 
 KIND = "enrollment"
@@ -36,9 +36,7 @@ async def enroll(api: Api, users: Iterable[str], ledger: Ledger, width: int, tic
             ledger.settle(KIND, user_id, await _outcome(api, user_id, answer, resumed))
             tick()
 
-    async with asyncio.TaskGroup() as group:
-        for user_id in users:
-            group.create_task(one(user_id))
+    await together(*(one(user_id) for user_id in users))
 
 
 async def _outcome(api: Api, user_id: str, answer: Answer, resumed: bool) -> Outcome:

@@ -122,6 +122,8 @@ class Match:
 
 
 MISSING = Match(found=False)
+COORDINATE_TOLERANCE = 1e-6
+"""Degrees (about 0.1 m): an API that keeps fewer decimals than the sheet has is not a moved site."""
 FIELDS = {"locationType": "location type", "meterPointIds": "meter point ids", "coordinates": "coordinates"}
 """A location's fields that `--update` changes, in words."""
 
@@ -146,8 +148,9 @@ def compare_location(planned: Location, held: dict[str, Any], test_areas: bool =
     held_at = held.get("coordinates") or {}
     warnings = ()
     if planned.coordinates and not (
-        math.isclose(held_at.get("latitude", math.inf), planned.coordinates.latitude)
-        and math.isclose(held_at.get("longitude", math.inf), planned.coordinates.longitude)
+        math.isclose(held_at.get("latitude", math.inf), planned.coordinates.latitude, abs_tol=COORDINATE_TOLERANCE)
+        and math.isclose(held_at.get("longitude", math.inf), planned.coordinates.longitude,
+                         abs_tol=COORDINATE_TOLERANCE)
     ):
         where = (f"{held_at['latitude']}, {held_at['longitude']}" if "latitude" in held_at and "longitude" in held_at
                  else "(none)")
@@ -208,11 +211,14 @@ def unnamed_devices(plan: Plan, ledger: Ledger) -> list[str]:
     return found
 
 
-def _claimed(location: Location, clashes: list[tuple[str, str, str]], plan: Plan, owners: dict[str, str]) -> str:
+def _claimed(location: Location, clashes: list[tuple[str, str, str]], plan: Plan, owners: dict[str, str],
+             refused: set[str] = frozenset()) -> str:
     """Why a planned location is refused: which held locations, of whom, hold its meter points. A held
     location this sheet also describes is named as the sheet names it; another by its ID and its
     user (`owners`: the customer of which rows). The reason starts with its column, as a refusal of
-    the sheet's own rules does."""
+    the sheet's own rules does. Where the holder is a site the sheet gives other meter point ids,
+    the next run takes the id once `--update` has changed the holder, unless the holder is itself
+    refused (`refused`: two sites swapping ids wait for each other: one must be changed by hand)."""
     def holder(held_id: str, user_id: str) -> str:
         if name := plan.site_name(held_id):
             return name
@@ -226,8 +232,12 @@ def _claimed(location: Location, clashes: list[tuple[str, str, str]], plan: Plan
     own = sorted({held_id for _, held_id, user_id in clashes if user_id == location.user_id})
     hint = f"; if these rows describe that site, fill location_id {own[0]} on them" if len(own) == 1 else ""
     planned = plan.locations
-    if any(held_id in planned and planned[held_id].meter_point_ids and mpid not in planned[held_id].meter_point_ids
-           for mpid, held_id, _ in clashes):
+    giving_up = {held_id for mpid, held_id, _ in clashes if held_id in planned
+                 and planned[held_id].meter_point_ids and mpid not in planned[held_id].meter_point_ids}
+    if giving_up and giving_up & refused:
+        hint += ("; that site waits for this one's meter point ids in turn: change one of the two by hand (PATCH), "
+                 "then run again")
+    elif giving_up:
         hint += ("; the sheet gives that site other meter point ids: once run --update has changed it, the "
                  "next run takes this one")
     site = plan.site_name(location.id) or f"location {location.id}"
@@ -381,9 +391,7 @@ class Overlap:
         self.listed: set[str] = set()
         self.pages_left = 0
         self.discovering = False
-        self.claims_open = claims and any(
-            loc.meter_point_ids and self.ledger.get("location", loc.id) is None
-            for loc in run.plan.locations.values())
+        self.claims_open = claims and any(run.unchecked(loc) for loc in run.plan.locations.values())
         self.claim_reads: set[str] = set()
         self._bound: set[tuple[str, str]] | None = None
 
@@ -428,8 +436,7 @@ class Overlap:
         asked: a run that finds no user registered passes the check before it needs this."""
         if self._bound is not None:
             return self._bound
-        checked = {loc.id for loc in self.run.plan.locations.values()
-                   if loc.meter_point_ids and self.ledger.get("location", loc.id) is None}
+        checked = {loc.id for loc in self.run.plan.locations.values() if self.run.unchecked(loc)}
         wanted: dict[tuple[str, str], bool] = {}
         for row in self.run.plan.rows:
             if row.valid and row.user_id is not None:
@@ -770,6 +777,14 @@ class Run:
             if notes:
                 self.ledger.settle("location", location_id, replace(outcome, warnings=outcome.warnings + notes))
 
+    def unchecked(self, location: Location) -> bool:
+        """Whether the meter point check may still refuse the site: it has meter point ids, and is
+        not settled yet, or is registered with other fields (`differs`), so its ids may be new."""
+        if not location.meter_point_ids:
+            return False
+        outcome = self.ledger.get("location", location.id)
+        return outcome is None or outcome.state == "differs"
+
     def refuse_claimed_meter_points(self) -> None:
         """A site the sheet plans may not take a meter point that another location of the sheet's
         users already holds (another customer's, or this customer's site under another ref): its
@@ -778,9 +793,7 @@ class Run:
         refusals; until then, what it may refuse is held back. A registered site the sheet gives
         another meter point id (`differs`) is refused the same way: `--update` must not move a
         meter point onto it from another site."""
-        pending = [loc for loc in self.plan.locations.values()
-                   if loc.meter_point_ids and ((outcome := self.ledger.get("location", loc.id)) is None
-                                               or outcome.state == "differs")]
+        pending = [loc for loc in self.plan.locations.values() if self.unchecked(loc)]
         if not pending:
             return
         holders: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -797,7 +810,8 @@ class Run:
         if not found:
             return
         owners = self._customers_of({user_id for clashes in found.values() for _, _, user_id in clashes})
-        self._refuse_rows({location.id: _claimed(location, clashes, self.plan, owners)
+        refused = {location.id for location in found}
+        self._refuse_rows({location.id: _claimed(location, clashes, self.plan, owners, refused)
                            for location, clashes in found.items()})
 
     def _customers_of(self, users: set[str]) -> dict[str, str]:
@@ -860,7 +874,11 @@ class Run:
             self.overlap.settled(kind, ids)
 
     def _settle_match(self, kind: str, entity_id: str, match: Match, same_state: str) -> None:
-        if match.same and match.changes:
+        """`same_state` is `created` where this run sent the entity (its answer lost): then what
+        differs is how the API keeps what was sent, a warning, not a change to make."""
+        if match.same and match.changes and same_state == "created":
+            self._settle(kind, [entity_id], Outcome("created", warnings=match.warnings + (match.reason,)))
+        elif match.same and match.changes:
             self._settle(kind, [entity_id], Outcome("differs", match.reason, match.warnings, changes=match.changes))
         elif match.same:
             self._settle(kind, [entity_id], Outcome(same_state, warnings=match.warnings))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from onboard.api import Api, patch_body
-from onboard.pipeline import Ledger, Outcome, compare_location
+from onboard.pipeline import Ledger, Outcome, compare_location, together
 from onboard.plan import Location, Plan
 
 STATE = "differs"
@@ -37,9 +37,7 @@ async def update(api: Api, locations: list[Location], ledger: Ledger, width: int
             ledger.settle("location", location.id, await _updated(api, location, before, test_areas))
             tick()
 
-    async with asyncio.TaskGroup() as group:
-        for location in locations:
-            group.create_task(one(location))
+    await together(*(one(location) for location in locations))
 
 
 async def _updated(api: Api, location: Location, before: Outcome, test_areas: bool) -> Outcome:

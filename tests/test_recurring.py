@@ -309,3 +309,65 @@ def test_a_meter_point_moving_between_two_sites_goes_in_two_runs(capsys, registe
     assert run(capsys, "run", sheet, *local(state), "--update")[0] == 0
     assert location_of(state, got[4]["location_id"]).meter_point_ids == [M1]
     assert location_of(state, got[2]["location_id"]).meter_point_ids == [M4]
+
+
+def test_two_sites_swapping_meter_points_say_a_hand_is_needed(capsys, registered, state, tmp_path):
+    rows = [list(r) for r in SHEET]
+    rows[0][3] = rows[1][3] = M2
+    rows[2][3] = M1
+    sheet = write_csv(tmp_path / "customers.csv", rows)
+    assert run(capsys, "run", sheet, *local(state), "--update")[0] == 1
+    got = by_row(tmp_path / "customers.results.csv")
+    assert got[2]["status"] == got[4]["status"] == "invalid"
+    assert got[4]["error"].endswith("that site waits for this one's meter point ids in turn: change one of the two "
+                                    "by hand (PATCH), then run again")
+    assert location_of(state, got[2]["location_id"]).meter_point_ids == [M1]
+
+
+@pytest.mark.anyio
+async def test_a_differs_site_from_a_resumed_journal_still_gets_the_meter_point_check(registered, state, tmp_path):
+    """A resumed run holds `differs` from its journal: the check must still run before --update."""
+    from onboard import api, update
+    from onboard.pipeline import BatchSize, Ledger, Run
+
+    rows = [list(r) for r in SHEET]
+    rows[0][3] = rows[1][3] = M2  # the cabin's, whose cell is now blank: the API still holds it there
+    rows[2][3] = ""
+    plan = onboarding.read(write_csv(tmp_path / "resumed.csv", rows)).plan
+    home = next(loc for loc in plan.locations.values() if loc.meter_point_ids == (M2,))
+    known = [("location", home.id, Outcome("differs", "meter_point_ids: ..."))]
+    known += [("user", u, Outcome("exists")) for u in plan.users]
+    known += [("location", loc.id, Outcome("exists")) for loc in plan.locations.values() if loc is not home]
+    ledger = Ledger(known=known)
+    record = checked(state)
+    async with api.connect(settings.target("local"), transport=record) as client:
+        await client.sign_in()
+        await Run(client, plan, ledger, BatchSize(100), show_progress=False)()
+        await update.update(client, update.pending(plan, ledger), ledger, 16)
+    assert ledger.get("location", home.id).state == "invalid"
+    assert not [body for method, _, body in record.sent if method == "PATCH"]
+    assert location_of(state, home.id).meter_point_ids == [M1]
+
+
+def test_the_api_stopping_during_the_updates_ends_the_run_with_a_message(capsys, registered, state, tmp_path,
+                                                                          monkeypatch):
+    changed(tmp_path)
+    monkeypatch.setenv("ONBOARD_EMULATOR_FAIL_RATE", "0")
+
+    class DownForPatches(httpx.AsyncBaseTransport):
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def handle_async_request(self, request):
+            if request.method == "PATCH":
+                raise httpx.ConnectError("the API went away", request=request)
+            return await self.inner.handle_async_request(request)
+
+    monkeypatch.setenv("ONBOARD_RETRY_DEADLINE", "0.5")
+    import asyncio
+
+    result = asyncio.run(onboarding.send(onboarding.read(registered), settings.target("local"), out=tmp_path,
+                                         progress=False, update=True, transport=DownForPatches(checked(state))))
+    assert result.stopped is not None and not result.ok
+    assert "differs" in set(result.results["status"]) or "not sent" in set(result.results["status"])
+    assert (tmp_path / "customers.results.csv").exists()
