@@ -689,6 +689,8 @@ class Run:
     bars: dict[str, tqdm] = field(default_factory=dict)
     held: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """Locations the API holds, by user, as discovery read them."""
+    unread: dict[str, str] = field(default_factory=dict)
+    """Users whose sites the API would not list (what it said): the meter point check cannot see them."""
     overlap: Overlap | None = field(default=None, init=False, repr=False)
     _open_bars: contextlib.ExitStack | None = field(default=None, init=False, repr=False)
 
@@ -751,6 +753,8 @@ class Run:
     async def _held_locations(self, user_id: str) -> dict[str, dict[str, Any]]:
         answer = await self.api.locations_of(user_id)
         held = {h["locationId"]: h for h in answer.body or []} if answer.ok else {}
+        if not answer.ok:
+            self.unread[user_id] = f"{answer.status}: {answer.message}".rstrip(": ")
         self.held[user_id] = list(held.values())
         return held
 
@@ -796,6 +800,8 @@ class Run:
         pending = [loc for loc in self.plan.locations.values() if self.unchecked(loc)]
         if not pending:
             return
+        if self.unread:
+            pending = self._unsure_of_meter_points(pending)
         holders: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for user_id, held in self.held.items():
             for location in held:
@@ -813,6 +819,22 @@ class Run:
         refused = {location.id for location in found}
         self._refuse_rows({location.id: _claimed(location, clashes, self.plan, owners, refused)
                            for location, clashes in found.items()})
+
+    def _unsure_of_meter_points(self, pending: list[Location]) -> list[Location]:
+        """Some user's sites could not be read: a registered site may not take a new meter point id
+        now (it may be that user's), so `--update` leaves it for the next run; the rest is checked."""
+        user_id, said = next(iter(self.unread.items()))
+        rest = []
+        for location in pending:
+            outcome = self.ledger.get("location", location.id)
+            if outcome is not None and (not outcome.changes or "meterPointIds" in outcome.changes):
+                self._settle("location", [location.id], Outcome(
+                    "failed", f"not checked: the API would not list the sites of user {user_id} ({said}), so a "
+                              "new meter point id of this site cannot be checked against them: run again",
+                    final=False))
+            else:
+                rest.append(location)
+        return rest
 
     def _customers_of(self, users: set[str]) -> dict[str, str]:
         """`the customer of rows 2-3` for each of `users` the sheet's valid rows name."""

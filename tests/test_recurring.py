@@ -371,3 +371,31 @@ def test_the_api_stopping_during_the_updates_ends_the_run_with_a_message(capsys,
     assert result.stopped is not None and not result.ok
     assert "differs" in set(result.results["status"]) or "not sent" in set(result.results["status"])
     assert (tmp_path / "customers.results.csv").exists()
+
+
+def test_no_meter_point_id_is_changed_while_a_customers_sites_cannot_be_read(capsys, registered, state, tmp_path):
+    """The API refuses to list one customer's sites: a new meter point id elsewhere might be that
+    customer's, so --update leaves it (not sent, run again) and changes only what it can check."""
+    import asyncio
+
+    rows = [list(r) for r in SHEET]
+    rows[0][3] = rows[1][3] = M4
+    rows[2][4:6] = BERGEN
+    sheet = write_csv(tmp_path / "customers.csv", rows)
+    flat_owner = onboarding.read(sheet).plan.rows[3].user_id
+
+    class Unlisting(httpx.AsyncBaseTransport):
+        def __init__(self, inner):
+            self.inner = inner
+
+        async def handle_async_request(self, request):
+            if request.method == "GET" and request.url.path.endswith(f"/users/{flat_owner}/locations"):
+                return httpx.Response(400, json={"message": "not today"}, request=request)
+            return await self.inner.handle_async_request(request)
+
+    result = asyncio.run(onboarding.send(onboarding.read(sheet), settings.target("local"), progress=False,
+                                         update=True, transport=Unlisting(checked(state))))
+    statuses = list(result.results["status"])
+    assert statuses[:3] == ["not sent", "not sent", "updated"]
+    assert "the API would not list the sites of user" in result.results["error"][0]
+    assert location_of(state, result.results["location_id"][0]).meter_point_ids == [M1]
