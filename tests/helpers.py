@@ -157,3 +157,17 @@ class Recording(httpx.AsyncBaseTransport):
             body = json.loads(await request.aread() or b"null")
             self.sent.append((request.method, request.url.path, body))
         return await self.inner.handle_async_request(request)
+
+
+class Intercepting(httpx.AsyncBaseTransport):
+    """Passes requests on, but for those `answer` answers: with a response, or an error it raises."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, answer) -> None:
+        self.inner = inner
+        self.answer = answer
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        said = self.answer(request)
+        if isinstance(said, Exception):
+            raise said
+        return said if said is not None else await self.inner.handle_async_request(request)

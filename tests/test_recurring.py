@@ -16,6 +16,7 @@ import pytest
 
 from helpers import (
     ContractChecked,
+    Intercepting,
     Recording,
     local,
     location_of,
@@ -354,20 +355,15 @@ def test_the_api_stopping_during_the_updates_ends_the_run_with_a_message(capsys,
     changed(tmp_path)
     monkeypatch.setenv("ONBOARD_EMULATOR_FAIL_RATE", "0")
 
-    class DownForPatches(httpx.AsyncBaseTransport):
-        def __init__(self, inner):
-            self.inner = inner
-
-        async def handle_async_request(self, request):
-            if request.method == "PATCH":
-                raise httpx.ConnectError("the API went away", request=request)
-            return await self.inner.handle_async_request(request)
+    def down_for_patches(request):
+        return httpx.ConnectError("the API went away", request=request) if request.method == "PATCH" else None
 
     monkeypatch.setenv("ONBOARD_RETRY_DEADLINE", "0.5")
     import asyncio
 
+    transport = Intercepting(checked(state), down_for_patches)
     result = asyncio.run(onboarding.send(onboarding.read(registered), settings.target("local"), out=tmp_path,
-                                         progress=False, update=True, transport=DownForPatches(checked(state))))
+                                         progress=False, update=True, transport=transport))
     assert result.stopped is not None and not result.ok
     assert "differs" in set(result.results["status"]) or "not sent" in set(result.results["status"])
     assert (tmp_path / "customers.results.csv").exists()
@@ -384,17 +380,13 @@ def test_no_meter_point_id_is_changed_while_a_customers_sites_cannot_be_read(cap
     sheet = write_csv(tmp_path / "customers.csv", rows)
     flat_owner = onboarding.read(sheet).plan.rows[3].user_id
 
-    class Unlisting(httpx.AsyncBaseTransport):
-        def __init__(self, inner):
-            self.inner = inner
-
-        async def handle_async_request(self, request):
-            if request.method == "GET" and request.url.path.endswith(f"/users/{flat_owner}/locations"):
-                return httpx.Response(400, json={"message": "not today"}, request=request)
-            return await self.inner.handle_async_request(request)
+    def unlisting(request):
+        if request.method == "GET" and request.url.path.endswith(f"/users/{flat_owner}/locations"):
+            return httpx.Response(400, json={"message": "not today"}, request=request)
+        return None
 
     result = asyncio.run(onboarding.send(onboarding.read(sheet), settings.target("local"), progress=False,
-                                         update=True, transport=Unlisting(checked(state))))
+                                         update=True, transport=Intercepting(checked(state), unlisting)))
     statuses = list(result.results["status"])
     assert statuses[:3] == ["not sent", "not sent", "updated"]
     assert "the API would not list the sites of user" in result.results["error"][0]
