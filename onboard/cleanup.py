@@ -152,7 +152,7 @@ async def cleanup(source: str | Path | Sheet, where: Target, *, out: str | Path 
         say(f"--env local: the emulator runs in-process, state in {knobs.state}")
     stats = api.Stats()
     journal = None if dry_run else _journal(sheet, where, knobs, outputs, going)
-    try:
+    with followup.journal_kept(journal, stats):
         settled = {(kind, entity_id): o.state for kind, entity_id, o in journal.outcomes(SETTLED)} if journal else {}
         if journal is not None and journal.resumed:
             say(f"resuming the unfinished cleanup of {sheet.path.name} ({len(settled)} entities already settled; "
@@ -169,13 +169,6 @@ async def cleanup(source: str | Path | Sheet, where: Target, *, out: str | Path 
             followup.write(result, sheet, "Cleanup dry run" if dry_run else "Cleanup")
         if stopped is None and journal is not None:
             journal.finish()
-    except BaseException:
-        if journal is not None and not stats.token_fetches:
-            journal.discard()
-        raise
-    finally:
-        if journal is not None:
-            journal.release()
     return result
 
 

@@ -13,8 +13,8 @@ import glob
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from onboard.api import Answer, Api, Stats
     from onboard.emulator.faults import EmulatorSettings
+    from onboard.journal import Journal
     from onboard.report import Outputs
     from onboard.settings import Target
     from onboard.sheet import Sheet
@@ -209,6 +210,21 @@ async def connected(where: Target, concurrency: int, knobs: EmulatorSettings | N
                            stats=stats) as client:
         await client.sign_in()
         yield client
+
+
+@contextmanager
+def journal_kept(journal: Journal | None, stats: Stats) -> Iterator[None]:
+    """A command's journal for the length of its work: let go of at the end, and forgotten when the
+    work failed before a token was fetched (credentials refused: nothing was sent, nothing to resume)."""
+    try:
+        yield
+    except BaseException:
+        if journal is not None and not stats.token_fetches:
+            journal.discard()
+        raise
+    finally:
+        if journal is not None:
+            journal.release()
 
 
 async def stopped_by(work: Awaitable[None]) -> OnboardError | None:

@@ -139,7 +139,7 @@ async def move(intake: Intake, where: Target, *, area: int | None = None, restor
         say(f"--env local: the emulator runs in-process, state in {knobs.state}")
     stats = api.Stats()
     journal = _journal(intake, where, knobs, outputs, to, len(sites))
-    try:
+    with followup.journal_kept(journal, stats):
         known = dict(_journalled(journal))
         if journal is not None and journal.resumed:
             say(f"resuming the unfinished move of {sheet.path.name} to {to} (journal {journal.path})")
@@ -159,13 +159,6 @@ async def move(intake: Intake, where: Target, *, area: int | None = None, restor
             followup.write(result, sheet, "Move")
         if stopped is None and journal is not None:
             journal.finish()
-    except BaseException:
-        if journal is not None and not stats.token_fetches:
-            journal.discard()
-        raise
-    finally:
-        if journal is not None:
-            journal.release()
     return result
 
 
