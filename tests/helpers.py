@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import socket
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -171,3 +172,10 @@ class Intercepting(httpx.AsyncBaseTransport):
         if isinstance(said, Exception):
             raise said
         return said if said is not None else await self.inner.handle_async_request(request)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from conftest import API
 
+from helpers import free_port
 from onboard import contract
 from onboard.emulator import EmulatorSettings
 from onboard.emulator.app import IMPLEMENTED
@@ -26,19 +27,13 @@ LONE = "\ud800"  # half of a UTF-16 pair: json.dumps writes it as the escape `\u
 NOT_UTF8 = "%ED%A0%80"  # the UTF-8 bytes a surrogate would take, which UTF-8 forbids
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def serve(tmp_path):
     """`onboard emulator` in its own process; stderr goes to a file, read after it stops."""
     procs = []
 
     def start(*flags: str):
-        port = _free_port()
+        port = free_port()
         err = (tmp_path / f"stderr-{port}.txt").open("w+")
         proc = subprocess.Popen(
             [sys.executable, "-m", "onboard", "emulator", "--port", str(port), "--state",

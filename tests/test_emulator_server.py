@@ -13,13 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from helpers import free_port
+
 API = "/energy-coordination/v1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -27,7 +23,7 @@ def serve(tmp_path):
     procs = []
 
     def start(*flags: str):
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "onboard", "emulator", "--port", str(port), "--state",
              str(tmp_path / "served.sqlite"), *flags],

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from helpers import HEADERS, MPIDS, SAMPLES, read_csv, run, state_counts, summary_of, write_csv
+from helpers import HEADERS, MPIDS, SAMPLES, free_port, read_csv, run, state_counts, summary_of, write_csv
 from onboard import contract, records
 from onboard import plan as planning
 from onboard import sheet as sheets
@@ -38,12 +38,6 @@ from onboard.transport import AiohttpTransport
 API = "/energy-coordination/v1"
 FAST = {"ONBOARD_RETRY_BASE": "0.01", "ONBOARD_RETRY_CAP": "0.05", "ONBOARD_RETRY_ATTEMPTS": "12"}
 SURELY_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -60,7 +54,7 @@ def served(tmp_path) -> Iterator[Callable[..., tuple[subprocess.Popen, str]]]:
     procs = []
 
     def start(*knobs: str) -> tuple[subprocess.Popen, str]:
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "onboard", "emulator", "--port", str(port), "--state",
                                  str(tmp_path / "served.sqlite"), *knobs],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -247,7 +241,7 @@ async def test_an_answer_lost_after_the_request_went_out_is_never_a_connect_erro
 async def test_a_connection_never_made_is_a_connect_error():
     async with httpx.AsyncClient(transport=AiohttpTransport(4)) as client:
         with pytest.raises(httpx.ConnectError):
-            await client.post(f"http://127.0.0.1:{_free_port()}{API}/users", json={"userId": "u"})
+            await client.post(f"http://127.0.0.1:{free_port()}{API}/users", json={"userId": "u"})
 
 
 class Tls(socketserver.ThreadingTCPServer):
