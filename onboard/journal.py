@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ def _open(path: Path, read_only: bool) -> tuple[sqlite3.Connection, bool]:
         if not read_only:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA wal_autocheckpoint = 0")  # `_Checkpoints` does it, off the event loop
             if new:
                 db.executescript(_SCHEMA)
     except sqlite3.Error as exc:
@@ -199,6 +201,15 @@ def _journal_tables() -> dict[str, tuple[str, ...]]:
         db.close()
 
 
+_SENDING = ("INSERT INTO entities (run, kind, id, state, updated) VALUES (?, ?, ?, 'sent', ?)"
+            " ON CONFLICT (run, kind, id) DO UPDATE SET state = 'sent', updated = excluded.updated")
+_SETTLED = ("INSERT OR REPLACE INTO entities (run, kind, id, state, reason, warnings, updated)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)")
+_SETTLED_HELD = 1000
+"""Outcomes kept in memory at most before they are written anyway (a discovery settles many with
+nothing sent)."""
+
+
 class Journal:
     """One open run of one input against one API; the pipeline's `Ledger` writes through it."""
 
@@ -210,6 +221,9 @@ class Journal:
         self.run = run
         self.resumed = resumed
         self.discovered = discovered
+        self._settled: list[tuple] = []
+        """Outcomes not yet written: they go with the next write before a request (`sending`)."""
+        self._checkpoints = _Checkpoints(path)
 
     @classmethod
     def open(cls, path: Path, source: Path, base_url: str, planned: dict[str, int],
@@ -257,16 +271,17 @@ class Journal:
         API gave; a command's own journal names its own (`deleted`, `gone`, `moved`, ...)."""
         from onboard.pipeline import Outcome
 
+        self.flush()
         marks = ", ".join("?" * len(states))
         rows = self._db.execute("SELECT kind, id, state, reason, warnings FROM entities"
-                                f" WHERE run = ? AND state IN ({marks})", (self.run, *states))
+                                f" WHERE run = ? AND state IN ({marks})", (self.run, *states)).fetchall()
         for kind, entity_id, state, reason, warnings in rows:
             yield kind, entity_id, Outcome(state, reason, tuple(json.loads(warnings)))
 
     def uncertain(self) -> set[tuple[str, str]]:
         """Entities sent without an answer kept: the write may have happened."""
-        rows = self._db.execute("SELECT kind, id FROM entities WHERE run = ? AND state = 'sent'", (self.run,))
-        return set(rows)
+        self.flush()
+        return set(self._db.execute("SELECT kind, id FROM entities WHERE run = ? AND state = 'sent'", (self.run,)))
 
     # written as the run goes (the Ledger's journal protocol)
 
@@ -282,27 +297,44 @@ class Journal:
             raise
         self._db.execute("COMMIT")
 
+    def _commit(self, settled: list[tuple], sent: list[tuple]) -> None:
+        """One commit of outcomes and write-aheads."""
+        if not settled and len(sent) == 1:
+            self._db.execute(_SENDING, sent[0])  # autocommit: a transaction of its own
+        else:
+            with self._transaction():
+                if settled:
+                    self._db.executemany(_SETTLED, settled)
+                if sent:
+                    self._db.executemany(_SENDING, sent)
+        self._checkpoints.written()
+
     def sending(self, kind: str, ids: Sequence[str]) -> None:
+        """Written before the request leaves, so an answer lost with the process is known as maybe
+        sent; the outcomes settled since the last write go in the same commit."""
+        settled, self._settled = self._settled, []
         now = time.time()
-        with self._transaction():
-            self._db.executemany(
-                "INSERT INTO entities (run, kind, id, state, updated) VALUES (?, ?, ?, 'sent', ?)"
-                " ON CONFLICT (run, kind, id) DO UPDATE SET state = 'sent', updated = excluded.updated",
-                [(self.run, kind, entity_id, now) for entity_id in ids],
-            )
+        self._commit(settled, [(self.run, kind, entity_id, now) for entity_id in ids])
 
     def settled(self, kind: str, ids: Sequence[str], outcome: Outcome) -> None:
+        """A batch's outcome is written at once; one entity's goes with the next write-ahead, since
+        a commit per answer would cost more than the request. An outcome lost with a killed process
+        leaves its entity `sent`, which the next run looks up before anything else: at most the
+        single requests that were in flight are asked again."""
         if outcome.state == "failed" and not outcome.final:
             return
         row = (outcome.state, outcome.reason, json.dumps(outcome.warnings), time.time())
-        with self._transaction():
-            self._db.executemany(
-                "INSERT OR REPLACE INTO entities (run, kind, id, state, reason, warnings, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(self.run, kind, entity_id, *row) for entity_id in ids],
-            )
+        self._settled.extend((self.run, kind, entity_id, *row) for entity_id in ids)
+        if len(ids) > 1 or len(self._settled) >= _SETTLED_HELD:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._settled:
+            settled, self._settled = self._settled, []
+            self._commit(settled, [])
 
     def mark_discovered(self) -> None:
+        self.flush()
         with self._db:
             self._db.execute("UPDATE runs SET discovered = 1 WHERE id = ?", (self.run,))
         self.discovered = True
@@ -315,6 +347,7 @@ class Journal:
 
     def finish(self) -> None:
         """The run reached its end: close it, so the next run of this input starts anew."""
+        self._settled = []
         with self._db:
             self._db.execute("UPDATE runs SET state = 'closed', finished = ? WHERE id = ?", (time.time(), self.run))
             self._db.execute("DELETE FROM entities WHERE run = ?", (self.run,))
@@ -324,12 +357,59 @@ class Journal:
         stopped leaves one self-contained file beside the outputs, no -wal, -shm or lock; only a run
         killed outright keeps them, for the next run to pick up."""
         try:
+            self._checkpoints.stop()
+            self.flush()
             with contextlib.suppress(sqlite3.Error):  # a reader has it open: the next run folds the WAL in
                 self._db.execute("PRAGMA busy_timeout = 2000")
                 self._db.execute("PRAGMA journal_mode = DELETE")
         finally:
             self._db.close()
             self._lock.release()
+
+
+class _Checkpoints:
+    """The WAL folded into the journal by a thread of its own, with its own connection. SQLite
+    would do it within a commit every thousand pages, with the event loop waiting on its fsyncs
+    (tens of milliseconds, every few hundred requests); a passive checkpoint waits for no writer,
+    and SQLite lets go of the GIL while it writes."""
+
+    EVERY = 500
+    """Commits between two checkpoints."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._commits = 0
+        self._due = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def written(self) -> None:
+        self._commits += 1
+        if self._commits % self.EVERY == 0:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="onboard-journal-checkpoints", daemon=True)
+                self._thread.start()
+            self._due.set()
+
+    def _work(self) -> None:
+        db = connect_sqlite(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        try:
+            while True:
+                self._due.wait()
+                self._due.clear()
+                if self._stopping:
+                    return
+                with contextlib.suppress(sqlite3.Error):  # the next one, or the end, folds it in
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stopping = True
+            self._due.set()
+            self._thread.join()
+            self._thread = None
 
 
 class _Lock:

@@ -92,7 +92,6 @@ class Ledger:
     def sending(self, kind: str, ids: Sequence[str]) -> None:
         if self.journal is not None:
             self.journal.sending(kind, ids)
-
     def registered(self, kind: str, entity_id: str) -> bool:
         outcome = self.get(kind, entity_id)
         return outcome is not None and outcome.state in REGISTERED
@@ -282,6 +281,7 @@ class Dispatcher:
                 and self.throttle.inflight + self.starting < max(1, int(self.throttle.limit)))
 
     async def run(self, pick: Callable[[], Job | None]) -> None:
+        self._pick = pick
         try:
             async with asyncio.TaskGroup() as group:
                 while True:
@@ -306,10 +306,16 @@ class Dispatcher:
         except BaseExceptionGroup as grouped:
             raise _first(grouped) from None
 
-    async def _job(self, job: Job) -> None:
+    async def _job(self, job: Job | None) -> None:
+        """`job`, then the next one, while there is room and work: a slot that frees takes its
+        next request at once, without a task or a turn of the dispatcher for each."""
         self.starting -= 1
         try:
-            await job()
+            while job is not None:
+                await job()
+                self.running -= 1
+                job = self._pick() if self._room() else None
+                self.running += 1
         finally:
             self.running -= 1
             self._wake.set()

@@ -72,10 +72,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._tls
 
     def _timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+        """httpx's pool and connect timeouts; not its read timeout, which aiohttp would re-arm as a
+        timer on every chunk read: each attempt of `Api` is bounded whole, by `ONBOARD_TIMEOUT`."""
         given = request.extensions.get("timeout", {})
-        key = (given.get("pool"), given.get("connect"), given.get("read"))
+        key = (given.get("pool"), given.get("connect"))
         if key not in self._timeouts:
-            self._timeouts[key] = aiohttp.ClientTimeout(connect=key[0], sock_connect=key[1], sock_read=key[2])
+            self._timeouts[key] = aiohttp.ClientTimeout(connect=key[0], sock_connect=key[1])
         return self._timeouts[key]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -1,5 +1,6 @@
 """How the journal writes: a batch's entities in one transaction, as soon as they are sent and as
-soon as they settle, so another process (`onboard status`, a resumed run) sees them at once."""
+soon as they settle, so another process (`onboard status`, a resumed run) sees them at once; one
+entity's outcome with the next request's write-ahead, in one commit."""
 
 from __future__ import annotations
 
@@ -37,3 +38,30 @@ def test_a_batch_is_one_transaction_written_before_it_leaves_and_when_it_settles
     # without BEGIN, each of a batch's 100 rows would be a transaction (and a commit) of its own
     assert [s.split()[0] for s in statements if s.split()[0] in ("BEGIN", "COMMIT")] == ["BEGIN", "COMMIT"] * 2
     assert sum(s.startswith("INSERT") for s in statements) == 200
+
+
+def test_one_entitys_outcome_goes_with_the_next_write_ahead_and_none_is_lost_at_the_end(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("customer_id\n1\n")
+    path = tmp_path / "in.journal.sqlite"
+    journal = Journal.open(path, source, "http://api", {"resources": 3})
+    statements: list[str] = []
+    journal._db.set_trace_callback(statements.append)
+    ledger = Ledger(journal)
+    try:
+        ledger.sending("resource", ["r1"])
+        assert _states(path) == {"r1": "sent"}  # before the request leaves
+        ledger.settle("resource", "r1", Outcome("created"))
+        assert _states(path) == {"r1": "sent"}  # a killed run looks r1 up: it is not lost
+        ledger.sending("resource", ["r2"])
+        assert _states(path) == {"r1": "created", "r2": "sent"}
+        ledger.settle("resource", "r2", Outcome("failed", "400: refused", final=True))
+        assert ledger.journal.uncertain() == set()  # what is read back includes what is held
+        ledger.sending("resource", ["r3"])
+        ledger.settle("resource", "r3", Outcome("created"))
+    finally:
+        journal._db.set_trace_callback(None)
+        journal.release()
+    assert _states(path) == {"r1": "created", "r2": "failed", "r3": "created"}
+    commits = [s for s in statements if s.split()[0] in ("BEGIN", "COMMIT")]
+    assert len(commits) <= 6, statements  # r1 alone; r1's outcome with r2; r3 with r2's; the last at release

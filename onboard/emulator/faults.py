@@ -106,7 +106,7 @@ class Faults:
         knobs = self.knobs
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             if knobs.latency_ms and scope["type"] == "http":  # the token endpoint is slow too, never faulty
-                await asyncio.sleep(knobs.latency_ms / 1000 * self.rng.uniform(0.5, 1.5))
+                send = self._answering_at(asyncio.get_running_loop().time() + self._latency(), send)
             await self.app(scope, receive, send)
             return
         if knobs.max_inflight is not None and self.inflight >= knobs.max_inflight:
@@ -118,7 +118,7 @@ class Faults:
         self.inflight += 1
         try:
             if knobs.latency_ms:
-                await asyncio.sleep(knobs.latency_ms / 1000 * self.rng.uniform(0.5, 1.5))
+                send = self._answering_at(asyncio.get_running_loop().time() + self._latency(), send)
             if knobs.fail_rate and self.rng.random() < knobs.fail_rate:
                 self.counts["failed"] += 1
                 await self._refuse(send, 503)
@@ -129,6 +129,21 @@ class Faults:
             await self.app(scope, receive, send)
         finally:
             self.inflight -= 1
+
+    def _latency(self) -> float:
+        return self.knobs.latency_ms / 1000 * self.rng.uniform(0.5, 1.5)
+
+    @staticmethod
+    def _answering_at(when: float, send: Send) -> Send:
+        """`send`, holding the answer's first message until `when`: the latency is the time from the
+        request's arrival to its answer, the handler's own work included, as a real API's is; added
+        after the work, it would make every request slower than the mean asked for."""
+        async def held(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await asyncio.sleep(when - asyncio.get_running_loop().time())
+            await send(message)
+
+        return held
 
     async def _lose_answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer: list[Message] = []
