@@ -370,8 +370,9 @@ class Journal:
 class _Checkpoints:
     """The WAL folded into the journal by a thread of its own, with its own connection. SQLite
     would do it within a commit every thousand pages, with the event loop waiting on its fsyncs
-    (tens of milliseconds, every few hundred requests); a passive checkpoint waits for no writer,
-    and SQLite lets go of the GIL while it writes."""
+    (tens of milliseconds, every few hundred requests). Here a passive checkpoint folds in the bulk
+    while commits go on (SQLite lets go of the GIL while it writes), then a restarting one folds in
+    what came meanwhile, holding a commit up for a millisecond at most, so the WAL starts over."""
 
     EVERY = 500
     """Commits between two checkpoints."""
@@ -400,7 +401,8 @@ class _Checkpoints:
                 if self._stopping:
                     return
                 with contextlib.suppress(sqlite3.Error):  # the next one, or the end, folds it in
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()  # the bulk, with writers going on
+                    db.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()  # the last few: the WAL starts over
         finally:
             db.close()
 

@@ -5,6 +5,7 @@ entity's outcome with the next request's write-ahead, in one commit."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from onboard.journal import Journal
@@ -65,3 +66,26 @@ def test_one_entitys_outcome_goes_with_the_next_write_ahead_and_none_is_lost_at_
     assert _states(path) == {"r1": "created", "r2": "failed", "r3": "created"}
     commits = [s for s in statements if s.split()[0] in ("BEGIN", "COMMIT")]
     assert len(commits) <= 6, statements  # r1 alone; r1's outcome with r2; r3 with r2's; the last at release
+
+
+def test_the_wal_is_folded_in_by_the_journals_own_thread_not_within_a_commit(tmp_path):
+    """SQLite's own checkpoint runs inside a commit, with the event loop waiting on its fsyncs; the
+    journal turns it off and checkpoints on a thread, so the WAL still stays small."""
+    source = tmp_path / "in.csv"
+    source.write_text("customer_id\n1\n")
+    path = tmp_path / "in.journal.sqlite"
+    journal = Journal.open(path, source, "http://api", {"resources": 4000})
+    wal = Path(f"{path}-wal")
+    try:
+        assert journal._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        sizes = []
+        for n in range(4000):
+            journal.sending("resource", [f"r{n}"])
+            time.sleep(0)  # a run has requests between its commits
+            if n % 500 == 499:
+                sizes.append(wal.stat().st_size)
+        page = journal._db.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        journal.release()
+    assert not wal.exists()
+    assert sizes[-1] < 4000 * page / 2, sizes  # unfolded, each commit adds at least a page
