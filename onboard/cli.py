@@ -589,7 +589,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _without_httpx_command_line() -> None:
+    """httpx imports its own command line (click, rich, pygments: a tenth of a second) wherever
+    those happen to be installed, and onboard never runs it. A module marked absent is one httpx
+    skips, as it does where they are not installed."""
+    sys.modules.setdefault("httpx._main", None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _without_httpx_command_line()
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)

@@ -414,7 +414,7 @@ async def test_the_compiled_answer_check_agrees_with_the_tolerant_reader(api):
 
 def _imported_by(code: str) -> set[str]:
     heavy = ("httpx", "aiohttp", "openpyxl", "uvicorn", "starlette.routing", "onboard.emulator.app", "jsonschema",
-             "openapi_schema_validator", "tenacity")
+             "openapi_schema_validator", "tenacity", "click", "rich")
     done = subprocess.run([sys.executable, "-c", f"{code}\nimport sys\nprint(' '.join(sys.modules))"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -441,4 +441,4 @@ def test_a_run_without_failures_loads_neither_jsonschema_nor_tenacity(tmp_path, 
     code = ("import os\nfrom onboard.cli import main\n"
             "os.environ.update(SPARK_CLIENT_ID='partner', SPARK_CLIENT_SECRET='s3cret')\n"
             f"assert main(['run', {str(source)!r}, *{_target(base)!r}]) == 0")
-    assert not _imported_by(code) & {"jsonschema", "openapi_schema_validator", "tenacity"}
+    assert not _imported_by(code) & {"jsonschema", "openapi_schema_validator", "tenacity", "click", "rich"}
