@@ -9,7 +9,7 @@ With one request per device, an import needs at least
     bound = (user batches + location batches + resources) x latency / in-flight limit
 seconds; the ratio bound / measured seconds says how much of the API's pace the tool uses.
 
-    python benchmarks/bench.py                      # everything (11 minutes; 7 with the sheets cached)
+    python benchmarks/bench.py                      # everything (13 minutes; 9 with the sheets cached)
     python benchmarks/bench.py api sequential       # only these parts
     python benchmarks/bench.py --quick              # small sheets, a smoke run
 
@@ -62,9 +62,11 @@ frame = pandas.read_excel(sys.argv[1], dtype=str, engine="openpyxl")
 frame.to_excel(sys.argv[2], index=False, engine="openpyxl")
 """
 
-FULL = {"api": [6_000, 20_000], "sequential": 500, "validate": 100_000, "memory": [100_000, 1_000_000]}
-QUICK = {"api": [600], "sequential": 60, "validate": 5_000, "memory": [10_000, 50_000]}
-PARTS = ("api", "sequential", "validate", "memory")
+FULL = {"api": [6_000, 20_000], "sequential": 500, "validate": 100_000, "memory": [100_000, 1_000_000], "cpu": 10_000}
+QUICK = {"api": [600], "sequential": 60, "validate": 5_000, "memory": [10_000, 50_000], "cpu": 600}
+PARTS = ("api", "sequential", "validate", "memory", "cpu")
+CPU_GOAL_MS = 0.6
+CPU_CONCURRENCY = (16, 64)
 
 
 # measuring one command
@@ -363,6 +365,34 @@ def run_memory(report: Report, sizes: list[int], cache: Path) -> list[dict]:
     return runs
 
 
+def _client_cpu(*arguments: str) -> list[dict]:
+    done = subprocess.run([sys.executable, str(HERE / "client_cpu.py"), *arguments], capture_output=True, text=True,
+                          env={**os.environ, **CREDENTIALS})
+    if done.returncode != 0:
+        raise SystemExit(f"bench: client_cpu.py {' '.join(arguments)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def run_cpu(report: Report, rows: int) -> dict:
+    """`benchmarks/client_cpu.py`: the whole run at 16 and 64 in flight (`--max-inflight 64`), then
+    what the layers under it cost for the same request, in the same sitting."""
+    wide = [str(c) for c in CPU_CONCURRENCY]
+    runs = _client_cpu("--rows", str(rows), "--concurrency", *wide)
+    floor = _client_cpu("--floor", "--requests", str(max(300, min(3000, rows // 3))), "--concurrency", *wide)
+    figures = {run["concurrency"]: run["client_cpu_ms_per_request"] for run in runs}
+    met = all(ms <= CPU_GOAL_MS for ms in figures.values())
+    report.add(f"client CPU per request, `onboard run` of {rows:,} csv devices ({runs[0]['requests']:,} requests), "
+               "all in (start-up, reading, journal, outputs)",
+               ", ".join(f"{ms} ms at {c} in flight ({run['requests_per_second']:,} requests/s)"
+                         for (c, ms), run in zip(figures.items(), runs, strict=True)),
+               f"≤ {CPU_GOAL_MS} ms at 16 and 64 ({'met' if met else 'not met'})")
+    for layer in dict.fromkeys(f["layer"] for f in floor):
+        report.add(f"the same request, {layer}",
+                   ", ".join(f"{f['client_cpu_ms_per_request']} ms at {f['concurrency']} in flight"
+                             for f in floor if f["layer"] == layer))
+    return {"runs": runs, "floor": floor, "goal_ms": CPU_GOAL_MS}
+
+
 def machine() -> dict[str, object]:
     return {"machine": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
             "system": platform.system()}
@@ -388,6 +418,7 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sequential-rows", type=int, metavar="N", help="rows the sequential client sends")
     parser.add_argument("--validate-rows", type=int, metavar="N", help="xlsx rows for validate and pandas")
     parser.add_argument("--memory-rows", type=_sizes, metavar="N,N", help="csv sizes for validate's memory")
+    parser.add_argument("--cpu-rows", type=int, metavar="N", help="csv devices for client CPU at 16 and 64 in flight")
     parser.add_argument("--cache", type=Path, default=HERE / ".cache", help="where generated sheets are kept")
     parser.add_argument("--results", type=Path, help="JSON file to write (default: benchmarks/results.json; "
                         "with --quick, results-quick.json in the cache)")
@@ -445,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         measured("validate", lambda: run_validate(report, args.validate_rows, args.cache))
     if "memory" in args.parts:
         measured("memory", lambda: run_memory(report, args.memory_rows, args.cache))
+    if "cpu" in args.parts:
+        measured("cpu", lambda: run_cpu(report, args.cpu_rows))
     print(f"\n{report.table()}\n\nfigures written to {args.results}")
 
 

@@ -1,10 +1,16 @@
 """Client CPU per request of `onboard run`, all in, against the emulator served in its own process.
 
-    .venv/bin/python benchmarks/client_cpu.py [--rows 4000] [--concurrency 16 64] [--latency-ms 40]
+    .venv/bin/python benchmarks/client_cpu.py [--rows 10000] [--concurrency 16 64] [--latency-ms 40]
+    .venv/bin/python benchmarks/client_cpu.py --floor [--requests 3000] [--concurrency 16 64]
 
 For each concurrency: a fresh emulator (`--latency-ms L --max-inflight 64`), one `onboard run` of a
 CSV of ROWS devices (two per customer and site), and the run's own CPU (user + sys of the child
 process, start-up and output files included) divided by the requests its summary counts.
+
+`--floor` measures, in this process, what the layers under the run cost for the same request
+(`POST .../resources`, one device): aiohttp alone; httpx's `AsyncClient` over onboard's aiohttp
+transport; and onboard's `Api.call` (the same, with its token flow, throttle, retries and answer
+check). CPU of this process over REQUESTS requests, CONCURRENCY at a time.
 """
 
 from __future__ import annotations
@@ -77,12 +83,95 @@ def measure(source: Path, out: Path, base: str, concurrency: int) -> dict:
             "throttled": summary["throttled"]}
 
 
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _floor(base: str, concurrency: int, requests: int) -> list[dict]:
+    import asyncio
+
+    import aiohttp
+    import httpx
+    from pydantic import SecretStr
+
+    from onboard import api
+    from onboard.settings import Target
+    from onboard.transport import AiohttpTransport
+
+    target = Target(env="custom", base_url=base + API, token_url=base + "/connect/token", client_id="b",
+                    client_secret=SecretStr("b"))
+    async with api.connect(target, concurrency) as client:
+        await client.sign_in()
+        await client.call("PostUsers", json={"users": [{"userId": f"u{n}"} for n in range(100)]})
+        await client.call("PostLocations", json={"locations": [
+            {"userId": f"u{n}", "locationId": f"l{n}", "locationType": "Residential",
+             "coordinates": {"latitude": 60.0, "longitude": 10.0}} for n in range(100)]})
+        token = client.auth._token
+        slots = asyncio.Semaphore(concurrency)
+
+        def path(n: int) -> str:
+            return f"{base}{API}/users/u{n % 100}/locations/l{n % 100}/resources"
+
+        async def by_aiohttp(session: aiohttp.ClientSession, layer: str, n: int) -> int:
+            async with slots, session.post(path(n), json={"resourceId": f"{layer}{n}", "resourceType": "Charger"},
+                                           headers={"Authorization": f"Bearer {token}"}) as answer:
+                await answer.read()
+                return answer.status
+
+        async def by_httpx(session: httpx.AsyncClient, layer: str, n: int) -> int:
+            async with slots:
+                answer = await session.post(path(n), json={"resourceId": f"{layer}{n}", "resourceType": "Charger"},
+                                            headers={"Authorization": f"Bearer {token}"})
+                return answer.status_code
+
+        async def by_api(_: object, layer: str, n: int) -> int:
+            async with slots:
+                return (await client.call("PostLocationBoundResource", json={"resourceId": f"{layer}{n}",
+                        "resourceType": "Charger"}, userId=f"u{n % 100}", locationId=f"l{n % 100}")).status
+
+        figures = []
+        session_aiohttp = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
+        session_httpx = httpx.AsyncClient(transport=AiohttpTransport(concurrency))
+        for layer, one, session in (("aiohttp alone", by_aiohttp, session_aiohttp),
+                                    ("httpx over onboard's aiohttp transport", by_httpx, session_httpx),
+                                    ("onboard's Api.call", by_api, None)):
+            tag = f"{concurrency}-{len(figures)}-"
+            await one(session, tag + "warm", 0)
+            started, wall = _cpu(), time.perf_counter()
+            statuses = await asyncio.gather(*(one(session, tag, n) for n in range(requests)))
+            cpu, wall = _cpu() - started, time.perf_counter() - wall
+            if set(statuses) != {201}:
+                raise SystemExit(f"{layer}: answers {sorted(set(statuses))}, not all 201")
+            figures.append({"layer": layer, "concurrency": concurrency, "requests": requests,
+                            "client_cpu_ms_per_request": round(1000 * cpu / requests, 3),
+                            "requests_per_second": round(requests / wall, 1)})
+        await session_aiohttp.close()
+        await session_httpx.aclose()
+        return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=4000)
+    parser.add_argument("--rows", type=int, default=10000)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--latency-ms", type=float, default=40)
+    parser.add_argument("--floor", action="store_true", help="what the layers under the run cost, in this process")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per layer, with --floor")
     args = parser.parse_args()
+    if args.floor:
+        import asyncio
+
+        with tempfile.TemporaryDirectory() as folder:
+            for concurrency in args.concurrency:
+                proc, base = serve(Path(folder) / f"f{concurrency}.sqlite", args.latency_ms)
+                try:
+                    for figure in asyncio.run(_floor(base, concurrency, args.requests)):
+                        print(json.dumps(figure), flush=True)
+                finally:
+                    proc.terminate()
+                    proc.wait()
+        return
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         source = sample(args.rows, work)

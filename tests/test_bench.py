@@ -61,12 +61,12 @@ def test_the_harness_runs_every_part_on_tiny_sheets(tmp_path):
     results = tmp_path / "results.json"
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / "bench.py"), "--api-rows", "200", "--sequential-rows", "20",
-         "--validate-rows", "200", "--memory-rows", "200,300", "--cache", str(tmp_path / "cache"),
+         "--validate-rows", "200", "--memory-rows", "200,300", "--cpu-rows", "200", "--cache", str(tmp_path / "cache"),
          "--results", str(results)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "| what | measured | goal |" in done.stdout
     parts = json.loads(results.read_text())["parts"]
-    assert set(parts) == {"api", "sequential", "validate", "memory"}
+    assert set(parts) == {"api", "sequential", "validate", "memory", "cpu"}
 
     (run,) = parts["api"]["figures"]
     assert run["rows"] == 200 and run["users"] > 100 and run["resources"] > 100
@@ -84,6 +84,12 @@ def test_the_harness_runs_every_part_on_tiny_sheets(tmp_path):
     validate = parts["validate"]["figures"]
     assert validate["onboard"]["valid"] == 200 and validate["pandas"]["seconds"] > 0
     assert [m["valid"] for m in parts["memory"]["figures"]] == [200, 300]
+
+    cpu = parts["cpu"]["figures"]
+    assert [r["concurrency"] for r in cpu["runs"]] == [16, 64] and all(r["requests"] >= 200 for r in cpu["runs"])
+    assert {f["layer"] for f in cpu["floor"]} == {"aiohttp alone", "httpx over onboard's aiohttp transport",
+                                                  "onboard's Api.call"}
+    assert all(f["client_cpu_ms_per_request"] > 0 for f in cpu["floor"])
 
     again = subprocess.run([sys.executable, str(BENCHMARKS / "bench.py"), "memory", "--memory-rows", "200",
                             "--cache", str(tmp_path / "cache"), "--results", str(results)],
