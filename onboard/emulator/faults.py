@@ -31,8 +31,8 @@ class EmulatorSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ONBOARD_EMULATOR_", env_file=".env", extra="ignore")
 
-    latency_ms: float = Field(0.0, ge=0, description="mean added latency per request (token endpoint too), "
-                              "jittered ±50%")
+    latency_ms: float = Field(0.0, ge=0, description="mean latency per request (token endpoint too), jittered "
+                              "±50%: from a request's arrival to its answer, the emulator's own work included")
     fail_rate: float = Field(0.0, ge=0, le=1, description="share of API requests answered 503 before any write")
     lost_rate: float = Field(
         0.0, ge=0, le=1, description="share of writes that happen, then lose their answer (connection dropped)"
