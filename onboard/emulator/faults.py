@@ -106,7 +106,7 @@ class Faults:
         knobs = self.knobs
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             if knobs.latency_ms and scope["type"] == "http":  # the token endpoint is slow too, never faulty
-                send = self._answering_at(asyncio.get_running_loop().time() + self._latency(), send)
+                send = _answering_at(asyncio.get_running_loop().time() + self._latency(), receive, send)
             await self.app(scope, receive, send)
             return
         if knobs.max_inflight is not None and self.inflight >= knobs.max_inflight:
@@ -118,7 +118,7 @@ class Faults:
         self.inflight += 1
         try:
             if knobs.latency_ms:
-                send = self._answering_at(asyncio.get_running_loop().time() + self._latency(), send)
+                send = _answering_at(asyncio.get_running_loop().time() + self._latency(), receive, send)
             if knobs.fail_rate and self.rng.random() < knobs.fail_rate:
                 self.counts["failed"] += 1
                 await self._refuse(send, 503)
@@ -132,18 +132,6 @@ class Faults:
 
     def _latency(self) -> float:
         return self.knobs.latency_ms / 1000 * self.rng.uniform(0.5, 1.5)
-
-    @staticmethod
-    def _answering_at(when: float, send: Send) -> Send:
-        """`send`, holding the answer's first message until `when`: the latency is the time from the
-        request's arrival to its answer, the handler's own work included, as a real API's is; added
-        after the work, it would make every request slower than the mean asked for."""
-        async def held(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                await asyncio.sleep(when - asyncio.get_running_loop().time())
-            await send(message)
-
-        return held
 
     async def _lose_answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         answer: list[Message] = []
@@ -167,3 +155,28 @@ class Faults:
             headers.append((b"retry-after", str(retry_after).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
+
+
+def _answering_at(when: float, receive: Receive, send: Send) -> Send:
+    """`send`, holding the answer's first message until `when`: the latency is the time from the
+    request's arrival to its answer, the handler's own work included, as a real API's is; added
+    after the work, it would make every request slower than the mean asked for. A client that hangs
+    up meanwhile is told apart (`ClientDisconnect`), as while a request is read."""
+    async def held(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await _until(when, receive)
+        await send(message)
+
+    return held
+
+
+async def _until(when: float, receive: Receive) -> None:
+    from starlette.requests import ClientDisconnect
+
+    try:
+        async with asyncio.timeout_at(when):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+    except TimeoutError:
+        return
+    raise ClientDisconnect()
