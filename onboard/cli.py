@@ -92,7 +92,9 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", lifespan="off")).run()
     answered = sum(app.stats.values())
     faults = ", ".join(f"{n} {kind}" for kind, n in app.faults.counts.items())
-    print(f"emulator stopped: answered {answered} API requests; faults injected: {faults}")
+    held = app.faults.held.mean_ms()
+    latency = f"; answers held {held:.2f} ms on average (--latency-ms {knobs.latency_ms:g})" if held else ""
+    print(f"emulator stopped: answered {answered} API requests{latency}; faults injected: {faults}")
     return 0
 
 

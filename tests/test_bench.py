@@ -75,6 +75,7 @@ def test_the_harness_runs_every_part_on_tiny_sheets(tmp_path):
     assert 0 < run["ratio_to_bound"] < 1.2
     assert run["requests"] >= run["resources"] and run["client_cpu_ms_per_request"] > 0
     assert run["emulator_answered"] == run["requests"]
+    assert 30 < run["emulator_held_ms"] < 60
     assert run["throttled"] == 0 and run["client_peak_mb"] > 10 and run["speedup_over_sequential"] > 1
 
     sequential = parts["sequential"]["figures"]

@@ -101,6 +101,7 @@ class Faults:
         self.inflight = 0
         self.prefix = contract.base_path() + "/"
         self.counts = {"throttled": 0, "failed": 0, "lost": 0}
+        self.held = Held()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         knobs = self.knobs
@@ -118,7 +119,7 @@ class Faults:
         self.inflight += 1
         try:
             if knobs.latency_ms:
-                send = _answering_at(asyncio.get_running_loop().time() + self._latency(), receive, send)
+                send = _answering_at(asyncio.get_running_loop().time() + self._latency(), receive, send, self.held)
             if knobs.fail_rate and self.rng.random() < knobs.fail_rate:
                 self.counts["failed"] += 1
                 await self._refuse(send, 503)
@@ -157,17 +158,47 @@ class Faults:
         await send({"type": "http.response.body", "body": b""})
 
 
-def _answering_at(when: float, receive: Receive, send: Send) -> Send:
+class Held:
+    """How long API answers were held, from arrival to leaving: the latency the client met. The
+    event loop wakes a timer up to a millisecond late (epoll counts whole milliseconds), which would
+    make every answer slower than the latency asked for; `early` is that lateness, learnt as answers
+    leave, and taken off each wait, so that the mean is the one asked for."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self.early = 0.0
+
+    def left(self, late: float) -> None:
+        """An answer that waited for its time left `late` seconds after it."""
+        self.early = min(0.005, max(0.0, self.early + 0.05 * late))
+
+    def mean_ms(self) -> float | None:
+        return 1000 * self.seconds / self.count if self.count else None
+
+
+def _answering_at(when: float, receive: Receive, send: Send, held: Held | None = None) -> Send:
     """`send`, holding the answer's first message until `when`: the latency is the time from the
     request's arrival to its answer, the handler's own work included, as a real API's is; added
     after the work, it would make every request slower than the mean asked for. A client that hangs
     up meanwhile is told apart (`ClientDisconnect`), as while a request is read."""
-    async def held(message: Message) -> None:
+    arrived = asyncio.get_running_loop().time()
+
+    async def holding(message: Message) -> None:
         if message["type"] == "http.response.start":
-            await _until(when, receive)
+            loop = asyncio.get_running_loop()
+            wake = when - (held.early if held is not None else 0.0)
+            waits = wake > loop.time()
+            await _until(wake, receive)
+            if held is not None:
+                now = loop.time()
+                if waits:
+                    held.left(now - when)
+                held.count += 1
+                held.seconds += now - arrived
         await send(message)
 
-    return held
+    return holding
 
 
 async def _until(when: float, receive: Receive) -> None:
