@@ -283,16 +283,18 @@ def _plan_customers(plan: Plan, valid: list[RowPlan], positional: dict[int, str]
     """Each customer's user, sites and devices, customer by customer in the sheet's order. A
     customer's rows are let go of as soon as it is planned, its cells with them: the plan grows as
     the rows shrink, so a million rows never sit beside a million rows' plan."""
-    customers: dict[str, list[RowPlan] | tuple[()]] = {}
+    groups: list[list[RowPlan] | None] = []
+    customers: dict[str, list[RowPlan]] = {}
     for row_plan in valid:
         key = _customer_key(row_plan.row)
         if key in customers:
             customers[key].append(row_plan)
         else:
-            customers[key] = [row_plan]
-    for customer in customers:
-        plans = customers[customer]
-        customers[customer] = ()  # a value replaced, not a key removed: the dict can still be walked
+            groups.append(customers.setdefault(key, [row_plan]))
+    del customers  # the groups, in the sheet's order, are all planning needs: a million keys' table goes now
+    for at, plans in enumerate(groups):
+        groups[at] = None
+        customer = _customer_key(plans[0].row)
         rows = [(p, p.row) for p in plans]
         label = rows[0][1].customer_id or rows[0][1].user_id
         if len(rows) > 1 and not _alike(rows, _USER_CELLS) and _refuse_conflicts(rows, f"customer {label!r}",
