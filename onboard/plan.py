@@ -16,6 +16,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from onboard.records import Cell, Checked, Coordinates, Problem, Row, Sighting, check_cells, reads_like_total, words
 from onboard.template import TEMPLATE_EXAMPLE
@@ -49,12 +50,11 @@ class Location:
     location_type: str | None
     meter_point_ids: tuple[str, ...]
     coordinates: Coordinates | None
-    customer: str | None = field(default=None, compare=False)
-    site_key: str | None = field(default=None, compare=False)
-    """The customer and site key as the sheet has them, for `Plan.site_name`: two strings the plan
-    holds anyway (a key like `ref home` shared by every customer's site of that name), put in words
-    only for the few sites a message names. Two fields, not a pair: a million sites, a million
-    tuples fewer."""
+    site: tuple[str, str] | None = field(default=None, compare=False)
+    """(customer, site key) as the sheet has them, for `Plan.site_name`: the customer's string the
+    plan holds anyway and a key shared by every customer's site of that name (`ref home`), put in
+    words only for the few sites a message names. A pair rather than two fields: a pair fits where
+    the sheet's own strings were let go, while two more fields would make each Location larger."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,14 +81,14 @@ class RowPlan:
     problems: list[Problem] | tuple[()] = ()
     warnings: list[Problem] | tuple[()] = ()
     """Both start as the shared empty tuple: a million rows, most without either, need no lists."""
-    skipped: bool = False
-    """Left out by --where: registers nothing."""
     origin: int | None = None
     """The row of the original sheet, when this sheet is one of the tool's outputs run again."""
     row: Row | None = None
     """The validated cells, while planning needs them; let go once the plan is built. What only a
-    few rows have (a totals cell, a refused row's meter point ids) planning keeps aside, by row
-    number: a slot every row carries costs a million sheets' rows 8 MB each."""
+    few rows have (a totals cell, a refused row's meter point ids, being left out by --where) is
+    kept aside: a field every row carries makes each of a million rows larger."""
+    skipped: ClassVar[bool] = False
+    """Left out by --where: registers nothing (a `SkippedRow`)."""
 
     @property
     def valid(self) -> bool:
@@ -119,6 +119,13 @@ class RowPlan:
         return found
 
 
+@dataclass(slots=True)
+class SkippedRow(RowPlan):
+    """A row --where leaves out."""
+
+    skipped: ClassVar[bool] = True
+
+
 @dataclass
 class Plan:
     rows: list[RowPlan]
@@ -133,14 +140,14 @@ class Plan:
         """The site as the sheet names it (`site 'home' of customer '1001' (rows 5-6)`), for messages
         about what the API holds: a person knows the site by its ref and rows, not by its UUID."""
         location = self.locations.get(location_id)
-        if location is None or location.customer is None or location.site_key is None:
+        if location is None or location.site is None:
             return ""
         if self._rows_of is None:
             self._rows_of = defaultdict(list)
             for row in self.rows:
                 if row.location_id is not None and row.valid:
                     self._rows_of[row.location_id].append(row.shown)
-        return f"{_site_name(location.customer, location.site_key)} ({row_spans(self._rows_of[location_id])})"
+        return f"{_site_name(*location.site)} ({row_spans(self._rows_of[location_id])})"
 
     def requests(self, batch_size: int) -> dict[str, int]:
         """How many requests creating everything takes, when nothing exists yet."""
@@ -253,9 +260,9 @@ def build(checked: list[Checked]) -> Plan:
     totals: dict[int, str] = {}
     sighted: list[tuple[RowPlan, Sighting]] = []
     for i, c in enumerate(checked):
-        row_plan = checked[i] = RowPlan(c.number, resource_id=positional.get(c.number), problems=c.problems,
-                                        warnings=c.warnings, skipped=c.skipped, origin=c.origin,
-                                        row=c.row if c.valid else None)
+        row_plan = checked[i] = (SkippedRow if c.skipped else RowPlan)(
+            c.number, resource_id=positional.get(c.number), problems=c.problems, warnings=c.warnings, origin=c.origin,
+            row=c.row if c.valid else None)
         if c.total_cell is not None:
             totals[c.number] = c.total_cell
         if c.meters is not None and not c.valid:
@@ -348,7 +355,7 @@ def _plan_sites(plan, customer, label, user_id, rows) -> None:
             meter_point_ids = next((r.meter_point_ids for _, r in site_rows if r.meter_point_ids), ())
             coordinates = next((r.coordinates for _, r in site_rows if r.coordinates), None)
         location = Location(explicit or derived_id("location", customer, key), user_id, location_type,
-                            meter_point_ids, coordinates, label, key)
+                            meter_point_ids, coordinates, (label, key))
         if not location.meter_point_ids and location.coordinates is None:
             for row_plan, _ in site_rows:
                 row_plan.refuse(Problem("meter_point_ids", f"{_site_name(label, key)} has neither meter "
