@@ -16,7 +16,7 @@ import gc
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -161,12 +161,13 @@ def _notice(intake: Intake, words: Mapping, used: set, hidden: int, chosen: bool
 class Result:
     """What a `validate` or `run` concluded, row by row, and in all.
 
-    `results` and `errors` are pandas DataFrames (one row per input row, in order; only the rows to
-    fix); `summary` is the dict the summary JSON holds; `ok` is what exit code 0 means: every row
-    registered (or valid), none to fix, none left unsent."""
+    `rows` holds each input row's `RowResult`, in order (a validation's are made from the plan as they
+    are read); `results` and `errors` are pandas DataFrames (one row per input row, in order; only the
+    rows to fix); `summary` is the dict the summary JSON holds; `ok` is what exit code 0 means: every
+    row registered (or valid), none to fix, none left unsent."""
 
     intake: Intake = field(repr=False)
-    rows: list[RowResult] = field(repr=False)
+    rows: Sequence[RowResult] = field(repr=False)
     summary: dict[str, Any]
     outputs: Outputs | None = None
     """Where the outputs were written, when they were."""
@@ -210,7 +211,7 @@ class Result:
         return outputs
 
 
-def _frame(intake: Intake, results: list[RowResult], keep: Callable[[RowResult], bool]) -> pandas.DataFrame:
+def _frame(intake: Intake, results: Sequence[RowResult], keep: Callable[[RowResult], bool]) -> pandas.DataFrame:
     """The input's columns (a DataFrame's own, with their dtypes; a file's cells as read), then the
     tool's columns, for the rows `keep` keeps."""
     import pandas
@@ -234,7 +235,7 @@ def _frame(intake: Intake, results: list[RowResult], keep: Callable[[RowResult],
     return pandas.concat([frame, mine], axis=1)
 
 
-def write_outputs(outputs: Outputs, intake: Intake, results: list[RowResult], summary: dict,
+def write_outputs(outputs: Outputs, intake: Intake, results: Sequence[RowResult], summary: dict,
                   format: str | None = None) -> bool:
     from onboard import report
 
@@ -242,7 +243,7 @@ def write_outputs(outputs: Outputs, intake: Intake, results: list[RowResult], su
         return report.write(outputs, intake.sheet, results, summary, format)
 
 
-def summarise(intake: Intake, results: list[RowResult], ledger: Any, **extra: Any) -> dict[str, Any]:
+def summarise(intake: Intake, results: Sequence[RowResult], ledger: Any, **extra: Any) -> dict[str, Any]:
     from onboard import report
 
     return report.summarise(intake.sheet, intake.plan, results, ledger, tool=f"onboard {__version__}",
@@ -256,14 +257,41 @@ def fingerprint(sheet: Sheet) -> str:
     return sheet.sha256 or file_fingerprint(sheet.path)
 
 
+class Validation(Sequence["RowResult"]):
+    """Every row's result when nothing is sent, made from the plan's row each time it is asked for:
+    the plan already holds all a validation result says, so a million rows' results are never held
+    beside it. Making them again on each of the few passes the summary and outputs make costs about
+    what keeping a list of them does."""
+
+    def __init__(self, sheet: Sheet, plan: Plan) -> None:
+        self._sheet, self._plan = sheet, plan
+
+    def __len__(self) -> int:
+        return len(self._plan.rows)
+
+    def __getitem__(self, index: int | slice) -> RowResult | list[RowResult]:  # type: ignore[override]
+        from onboard.report import validation_result
+
+        if isinstance(index, slice):
+            return [validation_result(self._sheet, row_plan) for row_plan in self._plan.rows[index]]
+        return validation_result(self._sheet, self._plan.rows[index])
+
+    def __iter__(self) -> Iterator[RowResult]:
+        from onboard.report import validation_result
+
+        sheet = self._sheet
+        for row_plan in self._plan.rows:
+            yield validation_result(sheet, row_plan)
+
+
 def validated(intake: Intake, out: str | os.PathLike | None = None) -> Result:
     """Every row `valid` or `invalid`: nothing is sent. With `out`, the validation outputs are
     written there (`<stem>.validation.<ext>` and `<stem>.validation.json`)."""
-    from onboard import report
-
-    results = report.row_results(intake.sheet, intake.plan, None)
+    results = Validation(intake.sheet, intake.plan)
     result = Result(intake, results, summarise(intake, results, None, started=intake.started, finished=now()))
     if out is not None:
+        from onboard import report
+
         outputs = report.Outputs.beside(intake.sheet.path, Path(out), "validation")
         result.errors_written = write_outputs(outputs, intake, results, result.summary)
         result.outputs = outputs

@@ -16,6 +16,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from onboard.records import Cell, Checked, Coordinates, Problem, Row, Sighting, check_cells, reads_like_total, words
 from onboard.template import TEMPLATE_EXAMPLE
@@ -50,8 +51,10 @@ class Location:
     meter_point_ids: tuple[str, ...]
     coordinates: Coordinates | None
     site: tuple[str, str] | None = field(default=None, compare=False)
-    """(customer, site key) as the sheet has them, for `Plan.site_name`: kept as the two strings
-    the plan holds anyway, and put in words only for the few sites a message names."""
+    """(customer, site key) as the sheet has them, for `Plan.site_name`: the customer's string the
+    plan holds anyway and a key shared by every customer's site of that name (`ref home`), put in
+    words only for the few sites a message names. A pair rather than two fields: a pair fits where
+    the sheet's own strings were let go, while two more fields would make each Location larger."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +81,14 @@ class RowPlan:
     problems: list[Problem] | tuple[()] = ()
     warnings: list[Problem] | tuple[()] = ()
     """Both start as the shared empty tuple: a million rows, most without either, need no lists."""
-    skipped: bool = False
-    """Left out by --where: registers nothing."""
     origin: int | None = None
     """The row of the original sheet, when this sheet is one of the tool's outputs run again."""
     row: Row | None = None
-    """The validated cells, while planning needs them; let go once the plan is built."""
-    total_cell: str | None = None
-    """A cell outside the fields that reads like a totals line (`Totalt`), on a row without site or device."""
-    meters: Sighting | None = None
-    """The meter point ids of a row refused for something else, so a site sharing one still hears of it."""
+    """The validated cells, while planning needs them; let go once the plan is built. What only a
+    few rows have (a totals cell, a refused row's meter point ids, being left out by --where) is
+    kept aside: a field every row carries makes each of a million rows larger."""
+    skipped: ClassVar[bool] = False
+    """Left out by --where: registers nothing (a `SkippedRow`)."""
 
     @property
     def valid(self) -> bool:
@@ -116,6 +117,13 @@ class RowPlan:
         if self.resource_id:
             found.append(("resource", self.resource_id))
         return found
+
+
+@dataclass(slots=True)
+class SkippedRow(RowPlan):
+    """A row --where leaves out."""
+
+    skipped: ClassVar[bool] = True
 
 
 @dataclass
@@ -177,7 +185,7 @@ def _site_key(row: Row) -> str | None:
     """Which site of its customer a row describes. Without a location_ref, the site is known by
     its explicit ID, else by its meter point ids, else by its coordinates."""
     if row.location_ref:
-        return "ref\x1f" + row.location_ref
+        return _ref_key(row.location_ref)
     if row.location_id:
         return "id\x1f" + row.location_id
     if row.meter_point_ids:
@@ -185,6 +193,13 @@ def _site_key(row: Row) -> str | None:
     if row.coordinates:
         return f"geo\x1f{row.latitude!r},{row.longitude!r}"
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _ref_key(location_ref: str) -> str:
+    """The key of a site known by its ref: one string for the `home` of every customer, which each
+    planned site keeps, rather than one each."""
+    return "ref\x1f" + location_ref
 
 
 def _site_name(customer: str, site: str) -> str:
@@ -239,34 +254,54 @@ def _positions(checked: list[Checked]) -> dict[int, str]:
 
 def build(checked: list[Checked]) -> Plan:
     """The plan of a checked sheet. It takes `checked` over: each item becomes the plan's row in
-    place, so a million rows are never held twice."""
+    place, so a million rows are never held twice, and each customer's cells are let go as soon as
+    that customer is planned."""
     positional = _positions(checked)
+    totals: dict[int, str] = {}
+    sighted: list[tuple[RowPlan, Sighting]] = []
     for i, c in enumerate(checked):
-        checked[i] = RowPlan(c.number, resource_id=positional.get(c.number), problems=c.problems,
-                             warnings=c.warnings, skipped=c.skipped, origin=c.origin,
-                             row=c.row if c.valid else None, total_cell=c.total_cell,
-                             meters=c.meters if not c.valid else None)
+        row_plan = checked[i] = (SkippedRow if c.skipped else RowPlan)(
+            c.number, resource_id=positional.get(c.number), problems=c.problems, warnings=c.warnings, origin=c.origin,
+            row=c.row if c.valid else None)
+        if c.total_cell is not None:
+            totals[c.number] = c.total_cell
+        if c.meters is not None and not c.valid:
+            sighted.append((row_plan, c.meters))
     plan = Plan(rows=checked)  # type: ignore[arg-type]
     valid = [p for p in plan.rows if p.row is not None]
-    _refuse_totals_and_headings(plan, valid)
+    _refuse_totals_and_headings(plan, valid, totals)
     valid = [p for p in valid if p.valid]
 
-    _refuse_shared_meter_points(plan, valid)
+    _refuse_shared_meter_points(plan, valid, sighted)
     _refuse_shared_ids(plan, valid)
     _warn_similar_site_refs(plan, valid)
     _warn_repeated_devices(plan, valid)
     _warn_template_example(plan, valid)
     valid = [p for p in valid if p.valid]
+    _plan_customers(plan, valid, positional)
+    _register(plan, valid)
+    _warn_swapped_coordinates(plan)
+    for row_plan in plan.rows:
+        row_plan.row = None
+    return plan
 
+
+def _plan_customers(plan: Plan, valid: list[RowPlan], positional: dict[int, str]) -> None:
+    """Each customer's user, sites and devices, customer by customer in the sheet's order. A
+    customer's rows are let go of as soon as it is planned, its cells with them: the plan grows as
+    the rows shrink, so a million rows never sit beside a million rows' plan."""
+    groups: list[list[RowPlan] | None] = []
     customers: dict[str, list[RowPlan]] = {}
     for row_plan in valid:
         key = _customer_key(row_plan.row)
         if key in customers:
             customers[key].append(row_plan)
         else:
-            customers[key] = [row_plan]
-
-    for customer, plans in customers.items():
+            groups.append(customers.setdefault(key, [row_plan]))
+    del customers  # the groups, in the sheet's order, are all planning needs: a million keys' table goes now
+    for at, plans in enumerate(groups):
+        groups[at] = None
+        customer = _customer_key(plans[0].row)
         rows = [(p, p.row) for p in plans]
         label = rows[0][1].customer_id or rows[0][1].user_id
         if len(rows) > 1 and not _alike(rows, _USER_CELLS) and _refuse_conflicts(rows, f"customer {label!r}",
@@ -280,13 +315,7 @@ def build(checked: list[Checked]) -> Plan:
         _plan_sites(plan, customer, label, user_id, rows)
         _plan_devices(plan, customer, label, user_id, rows, positional)
         for row_plan in plans:
-            row_plan.row = None  # planned: its cells are no longer needed, and a million of them add up
-
-    _register(plan, valid)
-    _warn_swapped_coordinates(plan)
-    for row_plan in plan.rows:
-        row_plan.row = None
-    return plan
+            row_plan.row = None
 
 
 def _customer_key(row: Row) -> str:
@@ -403,13 +432,29 @@ def _refuse_shared_ids(plan: Plan, valid: list[RowPlan]) -> None:
 
 def _register(plan: Plan, valid: list[RowPlan]) -> None:
     """Keep only what valid rows still ask for; a refused row registers nothing, though it keeps a
-    position-derived device ID, which the errors file carries to the re-run."""
-    wanted = [p for p in valid if p.valid]
-    locations = {p.location_id for p in wanted}
-    resources = {p.resource_id for p in wanted}
-    plan.users = {user_id: User(user_id) for user_id in dict.fromkeys(p.user_id for p in wanted)}
-    plan.locations = {k: v for k, v in plan.locations.items() if k in locations}
-    plan.resources = {k: v for k, v in plan.resources.items() if k in resources}
+    position-derived device ID, which the errors file carries to the re-run. Only the entities of
+    rows refused while planning are looked at again, and dropped in place: a million-row plan is
+    never copied."""
+    users: dict[str, User] = {}
+    gone_locations: set[str] = set()
+    gone_resources: set[str] = set()
+    for row_plan in valid:
+        if row_plan.valid:
+            if row_plan.user_id not in users:
+                users[row_plan.user_id] = User(row_plan.user_id)
+        else:
+            gone_locations.add(row_plan.location_id)
+            gone_resources.add(row_plan.resource_id)
+    plan.users = users
+    if gone_locations or gone_resources:
+        for row_plan in valid:
+            if row_plan.valid:
+                gone_locations.discard(row_plan.location_id)
+                gone_resources.discard(row_plan.resource_id)
+        for location_id in gone_locations:
+            plan.locations.pop(location_id, None)
+        for resource_id in gone_resources:
+            plan.resources.pop(resource_id, None)
     for row_plan in plan.rows:
         if not row_plan.valid:
             row_plan.user_id = row_plan.location_id = None
@@ -440,28 +485,34 @@ def _placement(number: int, numbers: list[int]) -> str | None:
     return f"comes after blank row {gap[0]}" if len(gap) == 1 else f"comes after blank rows {gap[0]}-{gap[-1]}"
 
 
-def _refuse_totals_and_headings(plan: Plan, valid: list[RowPlan]) -> None:
+def _refuse_totals_and_headings(plan: Plan, valid: list[RowPlan], totals: dict[int, str]) -> None:
     """A billing export's `Totalt` or `Bedriftskunder` line has a customer cell and nothing else
     the tool reads: it would become a user. A customer with a site, a device or a user_id on any
-    row is real and never refused here."""
+    row is real and never refused here. `totals`: row number -> a cell outside the fields reading
+    like a totals line (`Totalt`), on a row without site or device."""
     real: dict[str, int] = {}
     for row_plan, row in _pairs(valid):
         if row.customer_id and (row.has_location or row.has_resource or row.user_id):
             real.setdefault(row.customer_id, row_plan.shown)
-    keyed = [(k, n) for k, n in real.items() if _has_digit(k)]
-    digits = len(real) >= 3 and len(keyed) >= DIGIT_KEYS * len(real)
-    numbers = sorted(p.number for p in plan.rows)
+    keyed = sum(1 for k in real if _has_digit(k))
+    digits = len(real) >= 3 and keyed >= DIGIT_KEYS * len(real)
+
+    @functools.cache
+    def numbers() -> list[int]:
+        """Every row's number, sorted: asked for only when a key reads like a heading."""
+        return sorted(p.number for p in plan.rows)
+
     for row_plan, row in _pairs(valid):
         key = row.customer_id
         if not key or key in real or row.user_id:
             continue
         if reads_like_total(key):
             reason = f"{key!r} reads like a total, not a customer: the row has no site and no device"
-        elif row_plan.total_cell:
-            reason = (f"the row reads like a totals line ({row_plan.total_cell!r} in another column), not customer "
+        elif total_cell := totals.get(row_plan.number):
+            reason = (f"the row reads like a totals line ({total_cell!r} in another column), not customer "
                       f"{key!r}: it has no site and no device")
-        elif digits and not _has_digit(key) and words(key) and (placed := _placement(row_plan.number, numbers)):
-            example, at = keyed[0]
+        elif digits and not _has_digit(key) and words(key) and (placed := _placement(row_plan.number, numbers())):
+            example, at = next((k, n) for k, n in real.items() if _has_digit(k))
             reason = (f"{key!r} reads like a section heading, not a customer: the row has no site and no device, "
                       f"{placed}, and its key holds no digit unlike the other customer keys "
                       f"(such as {example!r} in row {at})")
@@ -481,21 +532,36 @@ def _plain(ref: str) -> str:
     return "".join(ref.split()).casefold()  # str.split() splits at the whitespace r"\s" matches
 
 
-def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan]) -> None:
+Site = tuple[str, str]
+"""(customer key, site key): a site as the sheet describes it, before it has an ID."""
+
+
+def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan], sighted: list[tuple[RowPlan, Sighting]]) -> None:
     """A meter point measures one site: two planned sites holding it (of two customers, or two
-    spellings of one customer's site) would register it twice. Every row of each is refused."""
-    meters: dict[tuple[str, str], tuple[str, ...]] = {}
+    spellings of one customer's site) would register it twice. Every row of each is refused. A site
+    is known by its first row's meter point ids; a meter point held by one site alone (nearly all of
+    them) keeps that site, not a list of one."""
+    meters: dict[Site, tuple[str, ...]] = {}
+    holders: dict[str, Site | list[Site]] = {}
     for row_plan, row in _pairs(valid):
         if row_plan.valid and row.meter_point_ids:
-            meters.setdefault((_customer_key(row), _site_key(row)), row.meter_point_ids)
-    holders: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for site, mpids in meters.items():
-        for mpid in mpids:
-            holders[mpid].append(site)
-    _refuse_meters_of_refused_rows(plan, valid, holders)
+            site = (_customer_key(row), _site_key(row))
+            if site in meters:
+                continue
+            meters[site] = row.meter_point_ids
+            for mpid in row.meter_point_ids:
+                held = holders.get(mpid)
+                if held is None:
+                    holders[mpid] = site
+                elif held.__class__ is list:
+                    held.append(site)
+                else:
+                    holders[mpid] = [held, site]
+    del meters
+    _refuse_meters_of_refused_rows(plan, valid, holders, sighted)
     shared: dict[tuple[str, str], dict[tuple[str, str], list[str]]] = defaultdict(lambda: defaultdict(list))
     for mpid, location_ids in holders.items():
-        if len(location_ids) < 2:
+        if location_ids.__class__ is not list:
             continue
         for one in sorted(location_ids):
             for other in location_ids:
@@ -528,22 +594,28 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan]) -> None:
             plan.counts["shared_meter_points"] += 1
 
 
-def _refuse_meters_of_refused_rows(plan: Plan, valid: list[RowPlan], holders: dict[str, list[tuple[str, str]]]) -> None:
+def _holding(holders: dict[str, Site | list[Site]], mpid: str) -> list[Site]:
+    held = holders.get(mpid)
+    return [] if held is None else held if held.__class__ is list else [held]  # type: ignore[return-value]
+
+
+def _refuse_meters_of_refused_rows(plan: Plan, valid: list[RowPlan], holders: dict[str, Site | list[Site]],
+                                   refused: list[tuple[RowPlan, Sighting]]) -> None:
     """A row refused for another reason still names its meter point ids: a site of another row
     holding one is refused too, both naming each other, so fixing the other cell later cannot let
     the meter point onto two sites."""
-    refused = [p for p in plan.rows if p.meters]
-    if not refused:
+    named = {site for _, sighting in refused for mpid in sighting.meter_point_ids for site in _holding(holders, mpid)}
+    if not named:
         return
-    rows_of: dict[tuple[str, str], list[RowPlan]] = defaultdict(list)
+    rows_of: dict[Site, list[RowPlan]] = defaultdict(list)
     for row_plan, row in _pairs(valid):
-        if row_plan.valid and row.meter_point_ids:
-            rows_of[_customer_key(row), _site_key(row)].append(row_plan)
-    for other in refused:
-        for mpid in other.meters.meter_point_ids:
-            for site in holders.get(mpid, ()):
+        if row_plan.valid and row.meter_point_ids and (site := (_customer_key(row), _site_key(row))) in named:
+            rows_of[site].append(row_plan)
+    for other, sighting in refused:
+        for mpid in sighting.meter_point_ids:
+            for site in _holding(holders, mpid):
                 plans = rows_of[site]
-                if site[0] == other.meters.customer:  # the customer's own site: a refusal of its own is enough
+                if site[0] == sighting.customer:  # the customer's own site: a refusal of its own is enough
                     continue
                 numbers = ", ".join(str(p.shown) for p in plans)
                 other.refuse(Problem("meter_point_ids", f"meter point id {mpid} is also on row"

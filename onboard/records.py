@@ -512,6 +512,8 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
     shared = [(i, name) for i, name in fields if name in SHARED_KEYS]
     field_at = {i for i, _ in fields}
     once: dict[str, str] = {}
+    repeated = "customer_id" if any(name == "customer_id" for _, name in fields) else None
+    above = ""
     checked = []
     for row in sheet.rows:
         values = row.values
@@ -522,6 +524,11 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
             cell = cells[name]
             if cell.__class__ is str:
                 cells[name] = once.setdefault(cell, cell)
+        if repeated is not None and (cell := cells[repeated]).__class__ is str:
+            if cell == above:  # a customer's rows, one after another, hold one string of its key, not one each
+                cells[repeated] = above
+            else:
+                above = cell
         if chosen is not None and not chosen(row.cells):
             text = {name: _text(cells.get(name)) for name in FIELDS}
             kind = resolve("resource_type", text["resource_type"]) if text["resource_type"] else None

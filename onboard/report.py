@@ -119,26 +119,31 @@ def origins(sheet: Sheet) -> dict[int, int]:
     return found
 
 
+def validation_result(sheet: Sheet, row_plan: RowPlan) -> RowResult:
+    """A row's result when nothing is sent (validate, dry run): `valid`, `invalid` or `skipped`, made
+    from its plan alone, and cheaply enough to be made again on each pass over the rows."""
+    if row_plan.skipped:
+        return RowResult(row_plan.number, "skipped", origin=row_plan.origin)
+    warnings = "; ".join([w.message for w in row_plan.warnings]) if row_plan.warnings else ""
+    if row_plan.valid:
+        return RowResult(row_plan.number, "valid", row_plan.user_id, row_plan.location_id, row_plan.resource_id, "",
+                         warnings, (), NO_CELLS, row_plan.origin)
+    error, cells = _describe(sheet, row_plan.problems)
+    return RowResult(row_plan.number, "invalid", row_plan.user_id, row_plan.location_id, row_plan.resource_id, error,
+                     warnings, [p.message for p in row_plan.problems], cells, row_plan.origin)
+
+
 def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None, enrolled: bool = False) -> list[RowResult]:
     """One result per input row. Without a ledger (validate, dry run) valid rows are `valid`; with
     `enrolled`, a row's user's enrollment counts toward its status like its user, site and device."""
     results = []
     for row_plan in plan.rows:
+        if ledger is None or row_plan.skipped or not row_plan.valid:
+            results.append(validation_result(sheet, row_plan))
+            continue
         warnings = [w.message for w in row_plan.warnings]
         ids = dict(user_id=row_plan.user_id, location_id=row_plan.location_id, resource_id=row_plan.resource_id,
                    origin=row_plan.origin)
-        if row_plan.skipped:
-            results.append(RowResult(row_plan.number, "skipped", origin=ids["origin"]))
-            continue
-        if not row_plan.valid:
-            error, cells = _describe(sheet, row_plan.problems)
-            results.append(RowResult(row_plan.number, "invalid", **ids, error=error, cell_problems=cells,
-                                     warnings="; ".join(warnings),
-                                     reasons=[p.message for p in row_plan.problems]))
-            continue
-        if ledger is None:
-            results.append(RowResult(row_plan.number, "valid", **ids, warnings="; ".join(warnings)))
-            continue
         status, error = _row_status(row_plan, ledger, enrolled)
         cells = NO_CELLS
         if status in ("invalid", "failed", "differs"):
