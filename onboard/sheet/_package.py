@@ -122,13 +122,15 @@ class SheetScan:
         return self.facts
 
     def _scan(self, data: bytes) -> None:
-        if b"<col" in data:
+        cells = data.count(b'<c r="')
+        plain = data.count(b"<c") == cells  # every tag starting `<c` is a cell, `r` first: no `<col`, no `<c>`
+        if not plain and b"<col" in data:
             self._columns(data)
         rows = _ROW_AS_EXCEL.findall(data)
         refs = _HOLDING.findall(data)
         joined = b" ".join(refs)
-        if (data.count(b"<c ") != data.count(b'<c r="') or data.count(b"<row") != len(rows)
-                or b"<c>" in data or b":c " in data or b":row" in data
+        if ((not plain and (data.count(b"<c ") != cells or b"<c>" in data)) or data.count(b"<row") != len(rows)
+                or (data.find(b":") >= 0 and (b":c " in data or b":row" in data))  # a colon is rare: memchr
                 or (refs and not _EXCEL_REFS.fullmatch(joined))):
             self._scan_slowly(data)
             return
