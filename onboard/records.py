@@ -342,6 +342,8 @@ SHARED_KEYS = frozenset({"location_ref"})
 _ROW = TypeAdapter(Row)
 _VALUES = operator.attrgetter(*FIELDS)
 """A row's values in the order of FIELDS, taken in one call."""
+_VALIDATE = _ROW.validator.validate_python
+"""The adapter's own core validator, called once per row without the adapter's Python wrapper."""
 
 
 @dataclass(slots=True)
@@ -408,7 +410,7 @@ def check_cells(number: int, cells: dict[str, Cell], strict_meter_ids: bool = Fa
     problems: list[Problem] = []
     row = None
     try:
-        row = _ROW.validate_python(cells, context=context)
+        row = _VALIDATE(cells, context=context)
     except ValidationError as exc:
         problems = [Problem(str(e["loc"][0]), e["msg"]) for e in exc.errors()]
     if row is not None:  # every filled cell gave a value: the row's own values say what is filled
@@ -523,12 +525,14 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
     shared = [(i, name) for i, name in fields if name in SHARED_KEYS]
     field_at = {i for i, _ in fields}
     once: dict[str, str] = {}
+    mapping_values = bool(mapping and mapping.values)
     checked = []
     for row in sheet.rows:
         values = row.values
         cells = {name: (v.replace("\u00a0", " ").strip() if (v := values[i]).__class__ is str  # _clean, inlined
                         else Cell(_clean(row.cells[i]), v)) for i, name in fields}
-        cells = _mapped(cells, mapping, used_values)
+        if mapping_values:
+            cells = _mapped(cells, mapping, used_values)
         for _, name in shared:  # one string for `home` on a million rows, not a million
             cell = cells[name]
             if cell.__class__ is str:

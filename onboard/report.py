@@ -315,6 +315,10 @@ def _table(sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult], bool],
                 values[index] = value if typed else excel_general(value)
         if appended:
             values += own_values(result)
+            if not result.error:  # blank either way; None costs the xlsx writer nothing, "" as much as a text
+                values[-2] = None
+            if not result.warnings:
+                values[-1] = None
         else:
             values += blank
             for (position, overlays), value in zip(placed, own_values(result), strict=True):
