@@ -98,6 +98,20 @@ class SheetFacts:
     calamine keeps a list of before it lays them out in the extent."""
 
 
+def _last_in_row(refs: bytes, digits: bytes) -> bytes:
+    """The last of `refs` (joined by spaces) in row `digits`, found from the end without splitting them all."""
+    end = len(refs)
+    while True:
+        at = refs.rfind(digits, 0, end)
+        if at < 0:
+            return digits
+        stop = at + len(digits)
+        ref = refs[refs.rfind(b" ", 0, at) + 1:stop]
+        if (stop == len(refs) or refs[stop] == 32) and ref.lstrip(_LETTERS) == digits:  # 32: a space
+            return ref
+        end = stop - 1
+
+
 class SheetScan:
     """Streams a worksheet's XML in chunks. Most chunks take the fast path (every cell and row
     carries its `r`, as Excel writes them); cells without `r` take their place from the one before."""
@@ -122,14 +136,16 @@ class SheetScan:
         return self.facts
 
     def _scan(self, data: bytes) -> None:
-        cells = data.count(b'<c r="')
-        plain = data.count(b"<c") == cells  # every tag starting `<c` is a cell, `r` first: no `<col`, no `<c>`
-        if not plain and b"<col" in data:
-            self._columns(data)
         rows = _ROW_AS_EXCEL.findall(data)
         refs = _HOLDING.findall(data)
         joined = b" ".join(refs)
-        if ((not plain and (data.count(b"<c ") != cells or b"<c>" in data)) or data.count(b"<row") != len(rows)
+        # the common chunk: every tag starting `<c` is a cell that holds something, `r` first (no
+        # `<col`, `<c>` or empty cell); else the exact tests
+        plain = data.count(b"<c") == len(refs)
+        if not plain and b"<col" in data:
+            self._columns(data)
+        if ((not plain and (data.count(b"<c ") != data.count(b'<c r="') or b"<c>" in data))
+                or data.count(b"<row") != len(rows)
                 or (data.find(b":") >= 0 and (b":c " in data or b":row" in data))  # a colon is rare: memchr
                 or (refs and not _EXCEL_REFS.fullmatch(joined))):
             self._scan_slowly(data)
@@ -158,7 +174,7 @@ class SheetScan:
         extent.first_column = min(extent.first_column, left)
         if high > extent.last_row:
             extent.last_row = high
-            extent.lowest = next(r for r in reversed(refs.split()) if r.lstrip(_LETTERS) == rows[high]).decode()
+            extent.lowest = _last_in_row(refs, rows[high]).decode()
         if right > extent.last_column:
             extent.last_column = right
             extent.rightmost = next(r for r in refs.split() if r.rstrip(_DIGITS) == columns[right]).decode()
