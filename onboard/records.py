@@ -96,7 +96,8 @@ def has_valid_check_digit(digits: str) -> bool:
     the digits before the check digit weigh 3, 1, 3, 1, ..."""
     if not digits.isascii() or not digits.isdigit() or len(digits) < 2:
         return False
-    threes, ones = digits[-2::-2].encode(), digits[-3::-2].encode()
+    code = digits.encode()
+    threes, ones = code[-2::-2], code[-3::-2]
     total = 3 * (sum(threes) - 48 * len(threes)) + sum(ones) - 48 * len(ones)  # ASCII "0" is 48
     return (10 - total % 10) % 10 == ord(digits[-1]) - 48
 
@@ -147,7 +148,14 @@ def _shown_rounded(text: str) -> bool:
     return shown is not None and 10 ** int(shown[1]) >= ROUNDED_FROM
 
 
+_NUMBER_START = frozenset("+-0123456789")
+
+
 def _key(cell: Cell | None) -> str | None:
+    if cell.__class__ is str:  # the common cell: text as the file gave it
+        if cell and cell[0] in _NUMBER_START and _shown_rounded(cell):
+            raise _refuse(f"{cell} was {EXCEL_DAMAGE.replace('the id', 'the value')}")
+        return cell or None
     text = _text(cell)
     if text is not None and ((_numeric(cell) and abs(cell.value) >= ROUNDED_FROM) or _shown_rounded(text)):
         raise _refuse(f"{text} was {EXCEL_DAMAGE.replace('the id', 'the value')}")
@@ -224,11 +232,11 @@ def _readable_meter_point_ids(text: str) -> tuple[str, ...]:
 
 
 def _meter_point_ids(cell: Cell | None, info: ValidationInfo) -> tuple[str, ...]:
+    if cell.__class__ is str and _PLAIN_ID.fullmatch(cell):  # the common case: one clean id, parsed already
+        return (_check_digit(cell, info),)
     text = _text(cell)
     if text is None:
         return ()
-    if not _numeric(cell) and _PLAIN_ID.fullmatch(text):  # the common case: one clean id, parsed already
-        return (_check_digit(text, info),)
     pieces = _split_meter_point_ids(text)
     if _numeric(cell) or isinstance(pieces, Refusal):
         raise _refuse(f"meter point id {text!r} was {EXCEL_DAMAGE}")
@@ -267,6 +275,8 @@ def _degrees(name: str, limit: float):
         text = _text(cell)
         if text is None:
             return None
+        if cell.__class__ is Cell and cell.value.__class__ is float and -limit <= cell.value <= limit:
+            return cell.value  # a number the workbook stored: its text is its repr, nothing to parse or cache
         value = parse(text)
         if isinstance(value, Refusal):
             raise _refuse(value.message)
@@ -283,8 +293,8 @@ def resolve(field_name: str, text: str) -> str | None:
 
 def _choice(enum, name: str):
     def check(cell: Cell | None) -> str | None:
-        text = _text(cell)
-        if text is None:
+        text = cell if cell.__class__ is str else _text(cell)
+        if not text:
             return None
         found = resolve(name, text)
         if found is None:
