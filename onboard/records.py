@@ -540,7 +540,8 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
     for row in sheet.rows:
         values = row.values
         cells = {name: (v.replace("\u00a0", " ").strip() if (v := values[i]).__class__ is str  # _clean, inlined
-                        else Cell(_clean(row.cells[i]), v)) for i, name in fields}
+                        else Cell(row.cells[i] if v.__class__ is float else _clean(row.cells[i]), v))  # a repr is clean
+                 for i, name in fields}
         if mapping_values:
             cells = _mapped(cells, mapping, used_values)
         for _, name in shared:  # one string for `home` on a million rows, not a million

@@ -124,6 +124,11 @@ def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None, enrolled: bool 
     `enrolled`, a row's user's enrollment counts toward its status like its user, site and device."""
     results = []
     for row_plan in plan.rows:
+        if ledger is None and row_plan.valid and not row_plan.skipped:  # most rows of a validation: no dicts
+            results.append(RowResult(row_plan.number, "valid", row_plan.user_id, row_plan.location_id,
+                                     row_plan.resource_id, warnings="; ".join(w.message for w in row_plan.warnings)
+                                     if row_plan.warnings else "", origin=row_plan.origin))
+            continue
         warnings = [w.message for w in row_plan.warnings]
         ids = dict(user_id=row_plan.user_id, location_id=row_plan.location_id, resource_id=row_plan.resource_id,
                    origin=row_plan.origin)
