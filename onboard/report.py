@@ -290,13 +290,14 @@ def own_values(result: RowResult) -> tuple[Any, ...]:
 
 
 def _table(sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult], bool],
-           typed: bool) -> Iterator[tuple[RowResult, list[Any]]]:
+           typed: bool) -> Iterator[tuple[Mapping[int, str], list[Any]]]:
     """Output rows, one at a time: the tool's values in its columns, the input's cells elsewhere
     (typed values for xlsx, so the partner's numbers and dates stay numbers and dates; text for the
     tool's fields). A value of the tool's that is None leaves the input's cell, where it has one (an
     ID of a results file run again). Nothing is kept: `sheet.rows` may be a file read again for each
     output, so this runs once per row of every output, and is kept lean: a row starts as its text,
-    and only the columns that are no field take the typed value."""
+    and only the columns that are no field take the typed value. Each row comes with its cells to
+    mark, as the xlsx writer takes them."""
     headers, sources, own = _layout(sheet)
     inputs = len(sheet.columns)
     as_text, keys = _field_columns(sheet, typed)
@@ -329,7 +330,7 @@ def _table(sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult], bool],
             for (position, overlays), value in zip(placed, own_values(result), strict=True):
                 if value is not None or not overlays:
                     values[position] = value
-        yield result, values
+        yield result.cell_problems, values
 
 
 def _field_columns(sheet: Sheet, typed: bool) -> tuple[list[int], list[tuple[int, str]]]:
@@ -391,7 +392,7 @@ def write_xlsx(path: Path, sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult
     """`pairs` are read once, as they are written; `summary` may be a function, asked once every row
     is written (so it may count them)."""
     headers, sources, own = _layout(sheet)
-    lines = ((result.cell_problems, values) for result, values in _table(sheet, pairs, keep, typed=True))
+    lines = _table(sheet, pairs, keep, typed=True)
     text_columns = {position for position, source in enumerate(sources)
                     if source is not None and sheet.columns[source].field in KEY_FIELDS}
     hidden = frozenset(p for p, source in enumerate(sources) if source in sheet.hidden_columns)

@@ -175,8 +175,9 @@ def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
     lines: Iterator[Line] = iter(rows)
     sample = list(itertools.islice(lines, WIDTH_SAMPLE))
     table.columns(headers, sample, hidden_columns)
+    write = table.write
     for marked, values in itertools.chain(sample, lines):
-        table.write(marked, values)
+        write(marked, values)
     table.close()
     if page is not None and summary is not None:
         page.set_column_width(0, 60)
