@@ -38,8 +38,9 @@ MAX_INDEX_PART = 64 * MB
 
 _TAG = re.compile(rb"<(?:[\w.-]+:)?(row|c)(?=[\s/>])([^>]*?)(/?)>")
 # the fast path: cells and rows as Excel, LibreOffice and openpyxl write them, `r` first
-_ROW_AS_EXCEL = re.compile(rb'<row r="(\d{1,7})"')
-_HIDDEN_ROW_AS_EXCEL = re.compile(rb'<row r="(\d{1,7})"[^>]*?\shidden="(?:1|true)"')
+_ROW_AS_EXCEL = re.compile(rb'<row r="(\d{1,7})"([^>]*)')
+"""A row's number and the rest of its tag, where a hidden row says so: no second pass to find them."""
+_HIDDEN_AS_EXCEL = re.compile(rb'\shidden="(?:1|true)"')
 _HOLDING = re.compile(rb'<c r="([^"]*)"[^>/]*>')
 _EXCEL_REFS = re.compile(rb"[A-Z]{1,3}\d{1,7}(?: [A-Z]{1,3}\d{1,7})*")
 """The references of the cells that hold something, joined by spaces, as Excel writes them (`AB12`):
@@ -151,9 +152,9 @@ class SheetScan:
             self._scan_slowly(data)
             return
         if rows:
-            self.row, self.column = int(rows[-1]), 0
-            if b"hidden" in data:
-                self.facts.hidden_rows.update(int(r) for r in _HIDDEN_ROW_AS_EXCEL.findall(data))
+            self.row, self.column = int(rows[-1][0]), 0
+            if any(b"hidden" in attributes for _, attributes in rows):
+                self.facts.hidden_rows.update(int(r) for r, attributes in rows if _HIDDEN_AS_EXCEL.search(attributes))
         if refs:
             self.facts.written += len(refs)
             self._hold_all(joined)
