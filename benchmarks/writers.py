@@ -32,7 +32,7 @@ HEADERS = ["customer_id", "customer_name", "location_ref", "location_type", "met
 PROBLEM = "FFC7CE"
 STATUS = {"valid": "E2EFDA", "invalid": "FFEB9C"}
 KEEPS = {
-    "onboard": "everything: text IDs, status and marked fills, notes, hidden columns, Summary",
+    "onboard": "everything: text IDs, status fills (conditional formats), marked fills, notes, hidden columns, Summary",
     "openpyxl": "everything (the writer before)",
     "xlsxwriter": "everything",
     "pyexcelerate": "text IDs, status and marked fills; no notes; whole sheet held in memory",

@@ -534,6 +534,7 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
     origin_at = next((c.index for c in sheet.columns if c.own == "row"), None)
     shared = [(i, name) for i, name in fields if name in SHARED_KEYS]
     field_at = {i for i, _ in fields}
+    site_fields = [name for name in SITE_AND_DEVICE if name in {name for _, name in fields}]
     once: dict[str, str] = {}
     mapping_values = bool(mapping and mapping.values)
     checked = []
@@ -557,7 +558,7 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
         result.hidden = row.hidden
         if origin_at is not None and (text := row.cells[origin_at].strip()).isdigit():
             result.origin = int(text)
-        if not result.skipped and not any(_text(cells.get(name)) for name in SITE_AND_DEVICE):
+        if not result.skipped and not any(_text(cells[name]) for name in site_fields):
             result.total_cell = next((t for i, t in enumerate(row.cells) if i not in field_at and t.strip()
                                       and reads_like_total(t)), None)
         if result.row is None and not result.skipped and (mpids := _text(cells.get("meter_point_ids"))):
