@@ -540,13 +540,15 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
     checked = []
     for row in sheet.rows:
         values = row.values
-        cells = {name: (v.replace("\u00a0", " ").strip() if (v := values[i]).__class__ is str  # _clean, inlined
-                        else Cell(row.cells[i] if v.__class__ is float else _clean(row.cells[i]), v))  # a repr is clean
-                 for i, name in fields}
+        # _clean inlined (a number's repr is clean already); blank cells are left out: the Row's
+        # defaults stand for them, and no validator runs for nothing
+        cells = {name: cell for i, name in fields
+                 if (cell := v.replace("\u00a0", " ").strip() if (v := values[i]).__class__ is str
+                     else Cell(row.cells[i] if v.__class__ is float else _clean(row.cells[i]), v)) != ""}
         if mapping_values:
             cells = _mapped(cells, mapping, used_values)
         for _, name in shared:  # one string for `home` on a million rows, not a million
-            cell = cells[name]
+            cell = cells.get(name)
             if cell.__class__ is str:
                 cells[name] = once.setdefault(cell, cell)
         if chosen is not None and not chosen(row.cells):
@@ -558,7 +560,7 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
         result.hidden = row.hidden
         if origin_at is not None and (text := row.cells[origin_at].strip()).isdigit():
             result.origin = int(text)
-        if not result.skipped and not any(_text(cells[name]) for name in site_fields):
+        if not result.skipped and not any(_text(cells.get(name)) for name in site_fields):
             result.total_cell = next((t for i, t in enumerate(row.cells) if i not in field_at and t.strip()
                                       and reads_like_total(t)), None)
         if result.row is None and not result.skipped and (mpids := _text(cells.get("meter_point_ids"))):
