@@ -276,7 +276,7 @@ def _degrees(name: str, limit: float):
         if text is None:
             return None
         if cell.__class__ is Cell and cell.value.__class__ is float and -limit <= cell.value <= limit:
-            return cell.value  # a number the workbook stored: its text is its repr, nothing to parse or cache
+            return cell.value + 0.0  # a number the workbook stored, as its text reads (-0.0 shows as 0)
         value = parse(text)
         if isinstance(value, Refusal):
             raise _refuse(value.message)
