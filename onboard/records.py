@@ -96,7 +96,8 @@ def has_valid_check_digit(digits: str) -> bool:
     the digits before the check digit weigh 3, 1, 3, 1, ..."""
     if not digits.isascii() or not digits.isdigit() or len(digits) < 2:
         return False
-    threes, ones = digits[-2::-2].encode(), digits[-3::-2].encode()
+    code = digits.encode()
+    threes, ones = code[-2::-2], code[-3::-2]
     total = 3 * (sum(threes) - 48 * len(threes)) + sum(ones) - 48 * len(ones)  # ASCII "0" is 48
     return (10 - total % 10) % 10 == ord(digits[-1]) - 48
 
@@ -147,7 +148,14 @@ def _shown_rounded(text: str) -> bool:
     return shown is not None and 10 ** int(shown[1]) >= ROUNDED_FROM
 
 
+_NUMBER_START = frozenset("+-0123456789")
+
+
 def _key(cell: Cell | None) -> str | None:
+    if cell.__class__ is str:  # the common cell: text as the file gave it
+        if cell and cell[0] in _NUMBER_START and _shown_rounded(cell):
+            raise _refuse(f"{cell} was {EXCEL_DAMAGE.replace('the id', 'the value')}")
+        return cell or None
     text = _text(cell)
     if text is not None and ((_numeric(cell) and abs(cell.value) >= ROUNDED_FROM) or _shown_rounded(text)):
         raise _refuse(f"{text} was {EXCEL_DAMAGE.replace('the id', 'the value')}")
@@ -224,11 +232,11 @@ def _readable_meter_point_ids(text: str) -> tuple[str, ...]:
 
 
 def _meter_point_ids(cell: Cell | None, info: ValidationInfo) -> tuple[str, ...]:
+    if cell.__class__ is str and _PLAIN_ID.fullmatch(cell):  # the common case: one clean id, parsed already
+        return (_check_digit(cell, info),)
     text = _text(cell)
     if text is None:
         return ()
-    if not _numeric(cell) and _PLAIN_ID.fullmatch(text):  # the common case: one clean id, parsed already
-        return (_check_digit(text, info),)
     pieces = _split_meter_point_ids(text)
     if _numeric(cell) or isinstance(pieces, Refusal):
         raise _refuse(f"meter point id {text!r} was {EXCEL_DAMAGE}")
@@ -267,6 +275,8 @@ def _degrees(name: str, limit: float):
         text = _text(cell)
         if text is None:
             return None
+        if cell.__class__ is Cell and cell.value.__class__ is float and -limit <= cell.value <= limit:
+            return cell.value + 0.0  # a number the workbook stored, as its text reads (-0.0 shows as 0)
         value = parse(text)
         if isinstance(value, Refusal):
             raise _refuse(value.message)
@@ -283,8 +293,8 @@ def resolve(field_name: str, text: str) -> str | None:
 
 def _choice(enum, name: str):
     def check(cell: Cell | None) -> str | None:
-        text = _text(cell)
-        if text is None:
+        text = cell if cell.__class__ is str else _text(cell)
+        if not text:
             return None
         found = resolve(name, text)
         if found is None:
@@ -342,6 +352,8 @@ SHARED_KEYS = frozenset({"location_ref"})
 _ROW = TypeAdapter(Row)
 _VALUES = operator.attrgetter(*FIELDS)
 """A row's values in the order of FIELDS, taken in one call."""
+_VALIDATE = _ROW.validator.validate_python
+"""The adapter's own core validator, called once per row without the adapter's Python wrapper."""
 
 
 @dataclass(slots=True)
@@ -391,18 +403,29 @@ def _row_rules(filled: dict[str, bool], kind: str | None) -> Iterator[Problem]:
                       "latitude/longitude, or the location_ref of a site described on another row")
 
 
+_BLANK = frozenset({None, ()})
+"""A field's value when its cell is empty (a number is filled, even 0.0)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _rules_of_filled(blank: tuple[bool, ...], kind: str | None) -> tuple[Problem, ...]:
+    """`_row_rules` of a valid row, by which of its fields are blank (in the order of FIELDS): a
+    sheet's rows share a few such shapes, so the rules run once per shape, not once per row."""
+    return tuple(_row_rules({name: not empty for name, empty in zip(FIELDS, blank, strict=True)}, kind))
+
+
 def check_cells(number: int, cells: dict[str, Cell], strict_meter_ids: bool = False) -> Checked:
     """One row, its cells cleaned of surrounding and non-breaking spaces (as `check` gives them)."""
     context: dict[str, Any] = {"strict_meter_ids": strict_meter_ids, "warnings": []}
     problems: list[Problem] = []
     row = None
     try:
-        row = _ROW.validate_python(cells, context=context)
+        row = _VALIDATE(cells, context=context)
     except ValidationError as exc:
         problems = [Problem(str(e["loc"][0]), e["msg"]) for e in exc.errors()]
     if row is not None:  # every filled cell gave a value: the row's own values say what is filled
         kind = row.resource_type
-        problems += _row_rules(dict(zip(FIELDS, [v is not None and v != () for v in _VALUES(row)], strict=True)), kind)
+        problems += _rules_of_filled(tuple(map(_BLANK.__contains__, _VALUES(row))), kind)
         slot = None
         if kind and not row.resource_ref and not row.resource_id:
             slot = _device_slot({name: _text(cells.get(name)) for name in FIELDS}, kind)
@@ -511,20 +534,26 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
     origin_at = next((c.index for c in sheet.columns if c.own == "row"), None)
     shared = [(i, name) for i, name in fields if name in SHARED_KEYS]
     field_at = {i for i, _ in fields}
+    site_fields = [name for name in SITE_AND_DEVICE if name in {name for _, name in fields}]
     once: dict[str, str] = {}
     repeated = "customer_id" if any(name == "customer_id" for _, name in fields) else None
     above = ""
+    mapping_values = bool(mapping and mapping.values)
     checked = []
     for row in sheet.rows:
         values = row.values
-        cells = {name: (v.replace("\u00a0", " ").strip() if (v := values[i]).__class__ is str  # _clean, inlined
-                        else Cell(_clean(row.cells[i]), v)) for i, name in fields}
-        cells = _mapped(cells, mapping, used_values)
+        # _clean inlined (a number's repr is clean already); blank cells are left out: the Row's
+        # defaults stand for them, and no validator runs for nothing
+        cells = {name: cell for i, name in fields
+                 if (cell := v.replace("\u00a0", " ").strip() if (v := values[i]).__class__ is str
+                     else Cell(row.cells[i] if v.__class__ is float else _clean(row.cells[i]), v)) != ""}
+        if mapping_values:
+            cells = _mapped(cells, mapping, used_values)
         for _, name in shared:  # one string for `home` on a million rows, not a million
-            cell = cells[name]
+            cell = cells.get(name)
             if cell.__class__ is str:
                 cells[name] = once.setdefault(cell, cell)
-        if repeated is not None and (cell := cells[repeated]).__class__ is str:
+        if repeated is not None and (cell := cells.get(repeated)).__class__ is str:
             if cell == above:  # a customer's rows, one after another, hold one string of its key, not one each
                 cells[repeated] = above
             else:
@@ -538,7 +567,7 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
         result.hidden = row.hidden
         if origin_at is not None and (text := row.cells[origin_at].strip()).isdigit():
             result.origin = int(text)
-        if not result.skipped and not any(_text(cells.get(name)) for name in SITE_AND_DEVICE):
+        if not result.skipped and not any(_text(cells.get(name)) for name in site_fields):
             result.total_cell = next((t for i, t in enumerate(row.cells) if i not in field_at and t.strip()
                                       and reads_like_total(t)), None)
         if result.row is None and not result.skipped and (mpids := _text(cells.get("meter_point_ids"))):

@@ -290,32 +290,47 @@ def own_values(result: RowResult) -> tuple[Any, ...]:
 
 
 def _table(sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult], bool],
-           typed: bool) -> Iterator[tuple[RowResult, list[Any]]]:
+           typed: bool) -> Iterator[tuple[Mapping[int, str], list[Any]]]:
     """Output rows, one at a time: the tool's values in its columns, the input's cells elsewhere
     (typed values for xlsx, so the partner's numbers and dates stay numbers and dates; text for the
     tool's fields). A value of the tool's that is None leaves the input's cell, where it has one (an
     ID of a results file run again). Nothing is kept: `sheet.rows` may be a file read again for each
-    output, so this runs once per row of every output, and is kept lean."""
+    output, so this runs once per row of every output, and is kept lean: a row starts as its text,
+    and only the columns that are no field take the typed value. Each row comes with its cells to
+    mark, as the xlsx writer takes them."""
     headers, sources, own = _layout(sheet)
     inputs = len(sheet.columns)
-    appended = [None] * (len(headers) - inputs)
     as_text, keys = _field_columns(sheet, typed)
+    carried_at = [i for i in range(inputs) if i not in set(as_text)] if typed else []
     placed = [(own[name], sources[own[name]] is not None) for name in OUTPUT_COLUMNS]
+    appended = [position for position, _ in placed] == list(range(inputs, len(headers)))
+    """The tool's columns all follow the input's, in their order (an input that is no output run again)."""
+    blank = [None] * (len(headers) - inputs)
     for sheet_row, result in pairs:
         if not keep(result):
             continue
-        cells, carried = sheet_row.cells, sheet_row.values if typed else sheet_row.cells
+        cells, carried = sheet_row.cells, sheet_row.values
         if len(cells) < inputs or len(carried) < inputs:  # a row shorter than the header: nothing shifts left
             cells, carried = cells + [""] * (inputs - len(cells)), carried + [""] * (inputs - len(carried))
-        values = carried[:inputs] + appended
-        for index in as_text:
-            values[index] = cells[index]
-        if keys:
-            _keep_damage(values, sheet_row.values, keys, typed)
-        for (position, overlays), value in zip(placed, own_values(result), strict=True):
-            if value is not None or not overlays:
-                values[position] = value
-        yield result, values
+        values = cells[:inputs]
+        for index in carried_at:
+            values[index] = carried[index]
+        for index, name in keys:
+            value = carried[index]
+            if value.__class__ is not str and excel_damaged(name, value):
+                values[index] = value if typed else excel_general(value)
+        if appended:
+            values += own_values(result)
+            if not result.error:  # blank either way; None costs the xlsx writer nothing, "" as much as a text
+                values[-2] = None
+            if not result.warnings:
+                values[-1] = None
+        else:
+            values += blank
+            for (position, overlays), value in zip(placed, own_values(result), strict=True):
+                if value is not None or not overlays:
+                    values[position] = value
+        yield result.cell_problems, values
 
 
 def _field_columns(sheet: Sheet, typed: bool) -> tuple[list[int], list[tuple[int, str]]]:
@@ -377,7 +392,7 @@ def write_xlsx(path: Path, sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult
     """`pairs` are read once, as they are written; `summary` may be a function, asked once every row
     is written (so it may count them)."""
     headers, sources, own = _layout(sheet)
-    lines = ((result.cell_problems, values) for result, values in _table(sheet, pairs, keep, typed=True))
+    lines = _table(sheet, pairs, keep, typed=True)
     text_columns = {position for position, source in enumerate(sources)
                     if source is not None and sheet.columns[source].field in KEY_FIELDS}
     hidden = frozenset(p for p, source in enumerate(sources) if source in sheet.hidden_columns)

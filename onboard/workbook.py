@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import operator
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rvgsrust_xlsxwriter import Format, Note, Workbook, Worksheet
+from rvgsrust_xlsxwriter import ConditionalFormatFormula, Format, Note, Workbook, Worksheet
 
 from onboard.contract import LocationType, ResourceType
+from onboard.sheet._package import column_letters
 
 HEADER_FILL = "#DDEBF7"
 PROBLEM_FILL = "#FFC7CE"
@@ -49,7 +51,6 @@ class _Formats:
     text: Format
     problem: Format
     problem_text: Format
-    status: dict[str, Format]
     clock: dict[type, Format]
 
     @classmethod
@@ -58,7 +59,6 @@ class _Formats:
                    text=Format().set_num_format(TEXT),
                    problem=Format().set_background_color(PROBLEM_FILL),
                    problem_text=Format().set_background_color(PROBLEM_FILL).set_num_format(TEXT),
-                   status={s: Format().set_background_color(c) for s, c in STATUS_FILLS.items()},
                    clock={kind: Format().set_num_format(code) for kind, code in CLOCK_FORMATS.items()})
 
 
@@ -89,6 +89,8 @@ class _Table:
         self.sheet, self.formats, self.width = sheet, formats, len(headers)
         self.keys = {own[name] for name in ("user_id", "location_id", "resource_id") if name in own} | text_columns
         self.status_at = own.get("status")
+        self._keys = operator.itemgetter(*self.keys, *self.keys) if self.keys else None
+        """The key cells of a row in one call (twice over, so even one key gives a tuple)."""
         self.row = 0
         self.notes = 0
 
@@ -110,16 +112,16 @@ class _Table:
             sheet.write_row(row, 0, values)
         except ValueError:
             sheet.write_row(row, 0, [_fit(v) for v in values])
-        for position in self.keys:
-            if values[position] is None or values[position] == "":
-                sheet.write(row, position, None, formats.text)  # typed into later, it stays text in any program
+        if self.keys:
+            keys = self._keys(values)
+            if None in keys or "" in keys:
+                for position in self.keys:
+                    if values[position] is None or values[position] == "":
+                        sheet.write(row, position, None, formats.text)  # typed into later, it stays text anywhere
         if not _CLOCKS.isdisjoint(map(type, values)):
             for position, value in enumerate(values):
                 if type(value) in _CLOCKS:
                     sheet.write(row, position, _clock_number(value), formats.clock[type(value)])
-        status = None if self.status_at is None else formats.status.get(values[self.status_at])
-        if status is not None:
-            sheet.write(row, self.status_at, values[self.status_at], status)
         for position, reason in marked.items():
             sheet.write(row, position, _fit(values[position]),
                         formats.problem_text if position in self.keys else formats.problem)
@@ -133,6 +135,29 @@ class _Table:
 
     def close(self) -> None:
         self.sheet.autofilter(0, 0, self.row, max(0, self.width - 1))
+        if self.status_at is not None and self.row:
+            self._fill_statuses()
+
+    def _fill_statuses(self) -> None:
+        """Status cells filled by a conditional format on the column, one rule per colour, rather
+        than a format on each cell: a call less per row, and the fill follows the value if a person
+        edits it. Added once the last row is known, on that row (constant memory refuses a range
+        that starts above the row it is at), and spanning the column through `set_multi_range`."""
+        letters = column_letters(self.status_at + 1)
+        first = f"${letters}2"
+        for colour, statuses in _by_colour(STATUS_FILLS).items():
+            rule = ConditionalFormatFormula()
+            rule.set_rule("=OR(" + ",".join(f'{first}="{status}"' for status in statuses) + ")")
+            rule.set_format(Format().set_background_color(colour))
+            rule.set_multi_range(f"{letters}2:{letters}{self.row + 1}")
+            self.sheet.add_conditional_format(self.row, self.status_at, self.row, self.status_at, rule)
+
+
+def _by_colour(fills: dict[str, str]) -> dict[str, list[str]]:
+    colours: dict[str, list[str]] = {}
+    for status, colour in fills.items():
+        colours.setdefault(colour, []).append(status)
+    return colours
 
 
 def write_table(path: Path, title: str, headers: list[str], own: dict[str, int], rows: Iterable[Line],
@@ -150,8 +175,9 @@ def write_table(path: Path, title: str, headers: list[str], own: dict[str, int],
     lines: Iterator[Line] = iter(rows)
     sample = list(itertools.islice(lines, WIDTH_SAMPLE))
     table.columns(headers, sample, hidden_columns)
+    write = table.write
     for marked, values in itertools.chain(sample, lines):
-        table.write(marked, values)
+        write(marked, values)
     table.close()
     if page is not None and summary is not None:
         page.set_column_width(0, 60)

@@ -73,19 +73,23 @@ class Rows:
             return
         width = len(self.sheet.columns) if self.sheet else 0
         widest = width
-        hidden = self._reader.hidden_rows
+        hidden, header = self._reader.hidden_rows, self._header
         kept: list[SheetRow] | None = [] if self._kept is not None else None
         for number, values in self._reader.records():
-            if number <= self._header:
+            if number <= header:
                 continue
             filled = _width(values)
-            if not filled:
+            if filled == width == len(values):  # the common row: as wide as the header
+                pass
+            elif not filled:
                 continue
-            if filled < len(values):
-                values = values[:filled]  # a stray blank cell far right widens no row
-            widest = max(widest, filled)
-            if filled < width:
-                values += [""] * (width - filled)
+            else:
+                if filled < len(values):
+                    values = values[:filled]  # a stray blank cell far right widens no row
+                if filled > widest:
+                    widest = filled
+                if filled < width:
+                    values += [""] * (width - filled)
             cells = [v if v.__class__ is str else cell_text(v) for v in values]
             row = SheetRow(number, cells, values, number in hidden)
             if kept is not None:

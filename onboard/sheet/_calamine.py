@@ -58,8 +58,7 @@ class XlsxReader:
                 for column in range(low, min(high, self.limit.max_columns + first_column) + 1)
                 if column - 1 >= first_column)
             # iter_rows numbers rows from the sheet's first row (A1), columns from its first filled one
-            for index, row in enumerate(_merged_down(sheet, first_column)):
-                yield index + 1, row
+            yield from enumerate(_merged_down(sheet, first_column), 1)
         except (CalamineError, ValueError) as exc:
             raise InputError(f"{self.path.name}: sheet {self.sheet_name!r} cannot be read ({exc})") from None
 
@@ -70,9 +69,12 @@ def _merged_down(sheet: CalamineSheet, first_column: int) -> Iterator[list[objec
     A row blank but for the merged range stays blank."""
     merges = sorted((top, left - first_column, bottom)
                     for (top, left), (bottom, _) in sheet.merged_cell_ranges or () if bottom > top)
-    if not merges:  # the common case: the rows as they are
-        yield from sheet.iter_rows()
-        return
+    if not merges:  # the common case: the rows as they are, with no generator of ours in between
+        return sheet.iter_rows()
+    return _filled_down(sheet, merges)
+
+
+def _filled_down(sheet: CalamineSheet, merges: list[tuple[int, int, int]]) -> Iterator[list[object]]:
     waiting, active = 0, []
     for index, row in enumerate(sheet.iter_rows()):
         while waiting < len(merges) and merges[waiting][0] == index:

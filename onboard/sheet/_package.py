@@ -38,8 +38,9 @@ MAX_INDEX_PART = 64 * MB
 
 _TAG = re.compile(rb"<(?:[\w.-]+:)?(row|c)(?=[\s/>])([^>]*?)(/?)>")
 # the fast path: cells and rows as Excel, LibreOffice and openpyxl write them, `r` first
-_ROW_AS_EXCEL = re.compile(rb'<row r="(\d{1,7})"')
-_HIDDEN_ROW_AS_EXCEL = re.compile(rb'<row r="(\d{1,7})"[^>]*?\shidden="(?:1|true)"')
+_ROW_AS_EXCEL = re.compile(rb'<row r="(\d{1,7})"([^>]*)')
+"""A row's number and the rest of its tag, where a hidden row says so: no second pass to find them."""
+_HIDDEN_AS_EXCEL = re.compile(rb'\shidden="(?:1|true)"')
 _HOLDING = re.compile(rb'<c r="([^"]*)"[^>/]*>')
 _EXCEL_REFS = re.compile(rb"[A-Z]{1,3}\d{1,7}(?: [A-Z]{1,3}\d{1,7})*")
 """The references of the cells that hold something, joined by spaces, as Excel writes them (`AB12`):
@@ -98,6 +99,20 @@ class SheetFacts:
     calamine keeps a list of before it lays them out in the extent."""
 
 
+def _last_in_row(refs: bytes, digits: bytes) -> bytes:
+    """The last of `refs` (joined by spaces) in row `digits`, found from the end without splitting them all."""
+    end = len(refs)
+    while True:
+        at = refs.rfind(digits, 0, end)
+        if at < 0:
+            return digits
+        stop = at + len(digits)
+        ref = refs[refs.rfind(b" ", 0, at) + 1:stop]
+        if (stop == len(refs) or refs[stop] == 32) and ref.lstrip(_LETTERS) == digits:  # 32: a space
+            return ref
+        end = stop - 1
+
+
 class SheetScan:
     """Streams a worksheet's XML in chunks. Most chunks take the fast path (every cell and row
     carries its `r`, as Excel writes them); cells without `r` take their place from the one before."""
@@ -122,20 +137,24 @@ class SheetScan:
         return self.facts
 
     def _scan(self, data: bytes) -> None:
-        if b"<col" in data:
-            self._columns(data)
         rows = _ROW_AS_EXCEL.findall(data)
         refs = _HOLDING.findall(data)
         joined = b" ".join(refs)
-        if (data.count(b"<c ") != data.count(b'<c r="') or data.count(b"<row") != len(rows)
-                or b"<c>" in data or b":c " in data or b":row" in data
+        # the common chunk: every tag starting `<c` is a cell that holds something, `r` first (no
+        # `<col`, `<c>` or empty cell); else the exact tests
+        plain = data.count(b"<c") == len(refs)
+        if not plain and b"<col" in data:
+            self._columns(data)
+        if ((not plain and (data.count(b"<c ") != data.count(b'<c r="') or b"<c>" in data))
+                or data.count(b"<row") != len(rows)
+                or (data.find(b":") >= 0 and (b":c " in data or b":row" in data))  # a colon is rare: memchr
                 or (refs and not _EXCEL_REFS.fullmatch(joined))):
             self._scan_slowly(data)
             return
         if rows:
-            self.row, self.column = int(rows[-1]), 0
-            if b"hidden" in data:
-                self.facts.hidden_rows.update(int(r) for r in _HIDDEN_ROW_AS_EXCEL.findall(data))
+            self.row, self.column = int(rows[-1][0]), 0
+            if any(b"hidden" in attributes for _, attributes in rows):
+                self.facts.hidden_rows.update(int(r) for r, attributes in rows if _HIDDEN_AS_EXCEL.search(attributes))
         if refs:
             self.facts.written += len(refs)
             self._hold_all(joined)
@@ -156,7 +175,7 @@ class SheetScan:
         extent.first_column = min(extent.first_column, left)
         if high > extent.last_row:
             extent.last_row = high
-            extent.lowest = next(r for r in reversed(refs.split()) if r.lstrip(_LETTERS) == rows[high]).decode()
+            extent.lowest = _last_in_row(refs, rows[high]).decode()
         if right > extent.last_column:
             extent.last_column = right
             extent.rightmost = next(r for r in refs.split() if r.rstrip(_DIGITS) == columns[right]).decode()
