@@ -570,8 +570,8 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan], sighted: list[
     if not shared:
         return
     sites: dict[tuple[str, str], list[tuple[RowPlan, Row]]] = defaultdict(list)
-    for row_plan, row in _pairs(valid):
-        if row_plan.valid and (site := (_customer_key(row), _site_key(row))) in shared:
+    for row_plan, row in _pairs(valid):  # rows refused meanwhile (above) still name their site
+        if (site := (_customer_key(row), _site_key(row))) in shared:
             sites[site].append((row_plan, row))
     for location_id, others in shared.items():
         mine = sites[location_id][0][1]
@@ -590,8 +590,9 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan], sighted: list[
         said = [f"meter point id {', '.join(ids)} is also on {' and '.join(names)}" for ids, names in by_ids.items()]
         message = "; ".join(said) + ": a meter point belongs to one site" + "".join(f"; {r}" for r in respelt)
         for row_plan, _ in sites[location_id]:
-            row_plan.refuse(Problem("meter_point_ids", message))
-            plan.counts["shared_meter_points"] += 1
+            if row_plan.valid:
+                row_plan.refuse(Problem("meter_point_ids", message))
+                plan.counts["shared_meter_points"] += 1
 
 
 def _holding(holders: dict[str, Site | list[Site]], mpid: str) -> list[Site]:

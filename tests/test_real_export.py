@@ -333,6 +333,22 @@ def test_a_meter_point_shared_with_a_row_refused_for_something_else_never_lands_
     assert state_counts(state)["locations"] == 0
 
 
+def test_a_shared_meter_point_whose_site_also_has_a_row_refused_for_something_else_is_refused_not_a_crash(
+        capsys, tmp_path):
+    """Found by a new user's trial: customer 1's site holds a valid row and a refused one, customer 2's
+    site the same meter point id. The refusal of customer 2's site (named by the refused row) left it no
+    valid row, and naming it for customer 1's site then failed with an IndexError."""
+    headers = ["Kundenummer", "Anlegg", "Målepunkt-ID", "Serienummer", "Enhetstype"]
+    path = write_csv(tmp_path / "m.csv", [["1", "A", MPIDS[0], "D1", "HVAC"], ["1", "A", MPIDS[0], "D2", "Vindmølle"],
+                                          ["2", "B", MPIDS[0], "", ""]], headers, delimiter=";")
+    state = tmp_path / "e.sqlite"
+    code, _, err = run(capsys, "run", path, *local(state))
+    assert code == 1 and "Traceback" not in err
+    assert f"row 2 (invalid): Målepunkt-ID: meter point id {MPIDS[0]} is also on site 'B' of customer '2' (row 4)" in err
+    assert "row 3 (invalid)" in err and "row 4 (invalid)" in err
+    assert state_counts(state)["locations"] == 0
+
+
 def test_a_totals_line_whose_count_sits_in_the_key_column_is_refused(capsys, tmp_path):
     rows = [["101", "Kari", "home", MPIDS[0]], ["102", "Ola", "home", MPIDS[1]], ["2", "Totalt", "", ""]]
     path = write_csv(tmp_path / "t.csv", rows, ["Kundenummer", "Navn", "Anlegg", "Målepunkt-ID"], delimiter=";")
