@@ -258,6 +258,7 @@ def build(checked: list[Checked]) -> Plan:
     that customer is planned."""
     positional = _positions(checked)
     totals: dict[int, str] = {}
+    lone: set[int] = set()
     sighted: list[tuple[RowPlan, Sighting]] = []
     for i, c in enumerate(checked):
         row_plan = checked[i] = (SkippedRow if c.skipped else RowPlan)(
@@ -265,11 +266,13 @@ def build(checked: list[Checked]) -> Plan:
             row=c.row if c.valid else None)
         if c.total_cell is not None:
             totals[c.number] = c.total_cell
+        if c.lone:
+            lone.add(c.number)
         if c.meters is not None and not c.valid:
             sighted.append((row_plan, c.meters))
     plan = Plan(rows=checked)  # type: ignore[arg-type]
     valid = [p for p in plan.rows if p.row is not None]
-    _refuse_totals_and_headings(plan, valid, totals)
+    _refuse_totals_and_headings(plan, valid, totals, lone)
     valid = [p for p in valid if p.valid]
 
     _refuse_shared_meter_points(plan, valid, sighted)
@@ -485,11 +488,13 @@ def _placement(number: int, numbers: list[int]) -> str | None:
     return f"comes after blank row {gap[0]}" if len(gap) == 1 else f"comes after blank rows {gap[0]}-{gap[-1]}"
 
 
-def _refuse_totals_and_headings(plan: Plan, valid: list[RowPlan], totals: dict[int, str]) -> None:
+def _refuse_totals_and_headings(plan: Plan, valid: list[RowPlan], totals: dict[int, str],
+                                lone: set[int] = frozenset()) -> None:  # type: ignore[assignment]
     """A billing export's `Totalt` or `Bedriftskunder` line has a customer cell and nothing else
     the tool reads: it would become a user. A customer with a site, a device or a user_id on any
     row is real and never refused here. `totals`: row number -> a cell outside the fields reading
-    like a totals line (`Totalt`), on a row without site or device."""
+    like a totals line (`Totalt`), on a row without site or device; `lone`: such rows with one
+    filled cell in all (a heading merged across the row, between a region's customers)."""
     real: dict[str, int] = {}
     for row_plan, row in _pairs(valid):
         if row.customer_id and (row.has_location or row.has_resource or row.user_id):
@@ -511,7 +516,9 @@ def _refuse_totals_and_headings(plan: Plan, valid: list[RowPlan], totals: dict[i
         elif total_cell := totals.get(row_plan.number):
             reason = (f"the row reads like a totals line ({total_cell!r} in another column), not customer "
                       f"{key!r}: it has no site and no device")
-        elif digits and not _has_digit(key) and words(key) and (placed := _placement(row_plan.number, numbers())):
+        elif digits and not _has_digit(key) and words(key) and (
+                placed := _placement(row_plan.number, numbers())
+                or ("is the only filled cell of its row" if row_plan.number in lone else None)):
             example, at = next((k, n) for k, n in real.items() if _has_digit(k))
             reason = (f"{key!r} reads like a section heading, not a customer: the row has no site and no device, "
                       f"{placed}, and its key holds no digit unlike the other customer keys "

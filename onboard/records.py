@@ -373,6 +373,9 @@ class Checked:
     """Hidden in the workbook."""
     total_cell: str | None = None
     """A cell outside the fields that reads like a totals line, on a row without site or device."""
+    lone: bool = False
+    """A row without site or device whose only filled cell is one cell: what a section heading
+    merged across the row leaves (`Region Nord`), never a customer's whole record."""
     meters: Sighting | None = None
     """The customer and meter point ids a refused row names, as far as they can be read."""
     origin: int | None = None
@@ -570,6 +573,7 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
         if not result.skipped and not any(_text(cells.get(name)) for name in site_fields):
             result.total_cell = next((t for i, t in enumerate(row.cells) if i not in field_at and t.strip()
                                       and reads_like_total(t)), None)
+            result.lone = sum(1 for t in row.cells if t.strip()) == 1
         if result.row is None and not result.skipped and (mpids := _text(cells.get("meter_point_ids"))):
             readable = _readable_meter_point_ids(mpids)
             customer = _text(cells.get("customer_id")) or _text(cells.get("user_id")) or ""

@@ -105,6 +105,31 @@ def test_a_workbook_total_with_numbers_in_carried_columns_is_refused(capsys, tmp
     assert rows[2]["status"] == "invalid" and "is the sheet's first row" in rows[2]["error"]
 
 
+def test_a_heading_merged_across_the_row_between_customers_is_refused_a_named_customer_is_not(capsys, tmp_path):
+    """Found by a new user's trial: `Region Nord` merged across A:J between two customers' rows, with
+    no blank row before it, became a user. Alone on its row it is a heading; `Nordlys` with a name
+    beside it, in the same place, is a customer without a site and lands."""
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.append(["Kundenummer", "Navn", "Målepunkt", "Anlegg"])
+    sheet.append([100001, "Kari", MPIDS[0], "home"])
+    sheet.append([100002, "Ola", MPIDS[1], "home"])
+    sheet.append(["Region Nord"])
+    sheet.merge_cells("A4:D4")
+    sheet.append([100003, "Per", MPIDS[2], "home"])
+    sheet.append(["Nordlys", "Nordlys Energi AS"])
+    sheet.append([100004, "Eva", MPIDS[3], "home"])
+    workbook.save(tmp_path / "export.xlsx")
+    code, _, err = run(capsys, "validate", tmp_path / "export.xlsx", "--map", "Kundenummer=customer_id",
+                       "--map", "Målepunkt=meter_point_ids", "--map", "Anlegg=location_ref")
+    rows = by_row(tmp_path / "export.validation.xlsx")
+    assert code == 1 and rows[4]["status"] == "invalid"
+    assert rows[4]["error"].startswith("Kundenummer: 'Region Nord' reads like a section heading, not a customer: the "
+                                       "row has no site and no device, is the only filled cell of its row")
+    assert [rows[n]["status"] for n in (2, 3, 5, 6, 7)] == ["valid"] * 5
+    assert "row 4 (invalid)" in err
+
+
 def test_a_customer_with_a_site_a_device_or_a_user_id_is_never_taken_for_a_total(capsys, tmp_path):
     source = write_csv(tmp_path / "kept.csv", [
         ["Total", "", "home", MPIDS[0], "", ""],   # a site

@@ -344,7 +344,8 @@ def test_a_shared_meter_point_whose_site_also_has_a_row_refused_for_something_el
     state = tmp_path / "e.sqlite"
     code, _, err = run(capsys, "run", path, *local(state))
     assert code == 1 and "Traceback" not in err
-    assert f"row 2 (invalid): Målepunkt-ID: meter point id {MPIDS[0]} is also on site 'B' of customer '2' (row 4)" in err
+    assert (f"row 2 (invalid): Målepunkt-ID: meter point id {MPIDS[0]} is also on site 'B' of customer '2' "
+            "(row 4)") in err
     assert "row 3 (invalid)" in err and "row 4 (invalid)" in err
     assert state_counts(state)["locations"] == 0
 
