@@ -386,6 +386,10 @@ class Checked:
         return self.row is not None and not self.problems
 
 
+NULL_ISLAND = ("latitude and longitude are both 0: that is where an export puts a site it has no coordinates "
+               "for (in the Gulf of Guinea); leave both empty, or give the site's own")
+
+
 def _row_rules(filled: dict[str, bool], kind: str | None) -> Iterator[Problem]:
     """Rules across the cells of one row; they look only at which cells are filled, so they are
     reported even when a cell they involve is itself wrong."""
@@ -429,6 +433,8 @@ def check_cells(number: int, cells: dict[str, Cell], strict_meter_ids: bool = Fa
     if row is not None:  # every filled cell gave a value: the row's own values say what is filled
         kind = row.resource_type
         problems += _rules_of_filled(tuple(map(_BLANK.__contains__, _VALUES(row))), kind)
+        if row.latitude == 0 and row.longitude == 0:
+            problems.append(Problem("latitude", NULL_ISLAND))
         slot = None
         if kind and not row.resource_ref and not row.resource_id:
             slot = _device_slot({name: _text(cells.get(name)) for name in FIELDS}, kind)

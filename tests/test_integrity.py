@@ -344,3 +344,17 @@ def test_swapped_coordinates_and_the_template_example_warn(capsys, tmp_path):
                                    "unless you mean to register it")
     assert [n for n, r in rows.items() if r["warnings"]] == [4, 7]
     assert counts_of(source) == {"swapped_coordinates": 1, "template_example": 1}
+
+
+def test_coordinates_0_0_are_refused_as_an_exports_placeholder_a_meridian_site_is_not(capsys, tmp_path):
+    """Found by a new user's trial: `0`/`0`, `-0.0`/`0.0` and `-0,0` landed as a site at 0, 0."""
+    source = write_csv(tmp_path / "null.csv", [["1", "home", "0", "0"], ["2", "home", "-0.0", "0.0"],
+                                               ["3", "home", "51.4779", "0"], ["4", "home", "-0,0", "0,0"]],
+                       ["customer_id", "location_ref", "latitude", "longitude"])
+    code, _, _ = run(capsys, "validate", source)
+    rows = by_row(tmp_path / "null.validation.csv")
+    assert code == 1 and rows[4]["status"] == "valid"
+    for number in (2, 3, 5):
+        assert rows[number]["status"] == "invalid"
+        assert rows[number]["error"].startswith("latitude: latitude and longitude are both 0: that is where an export "
+                                                "puts a site it has no coordinates for"), number
