@@ -67,6 +67,8 @@ class Journal(Protocol):
 
     def mark_discovered(self) -> None: ...
 
+    def flush(self) -> None: ...
+
 
 class Ledger:
     """Every planned entity's outcome so far; a journal, when given, keeps each one on disk."""
@@ -92,6 +94,12 @@ class Ledger:
     def sending(self, kind: str, ids: Sequence[str]) -> None:
         if self.journal is not None:
             self.journal.sending(kind, ids)
+
+    def flush(self) -> None:
+        """The work ended: the journal writes the outcomes it held for the next write-ahead."""
+        if self.journal is not None:
+            self.journal.flush()
+
     def registered(self, kind: str, entity_id: str) -> bool:
         outcome = self.get(kind, entity_id)
         return outcome is not None and outcome.state in REGISTERED
@@ -739,6 +747,7 @@ class Run:
             await self.overlap.dispatcher.run(self.overlap.pick)
         finally:
             self.overlap = None
+            self.ledger.flush()
 
     # probes
 
