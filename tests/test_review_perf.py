@@ -4,6 +4,7 @@ request leaves, or once the work has ended, is; a journal whose checkpoints cann
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from onboard import plan as planning
 from onboard import sheet as sheets
 from onboard.emulator import EmulatorSettings, Store, create_app
 from onboard.journal import Journal
-from onboard.pipeline import BatchSize, Ledger, Outcome, Run
+from onboard.pipeline import BatchSize, Ledger, Run
 
 
 def _states(path: Path) -> dict[str, str]:
@@ -40,6 +41,7 @@ def test_a_moves_write_ahead_is_on_disk_before_the_move_leaves(tmp_path):
     path = tmp_path / "in.move.journal.sqlite"
     killed = subprocess.run([sys.executable, "-c", f"""
 import os
+import signal
 from pathlib import Path
 from onboard.journal import Journal
 from onboard.pipeline import Outcome
@@ -131,3 +133,48 @@ def test_a_reader_holding_the_journal_does_not_hold_the_run_up(tmp_path):
         reader.close()
         journal.release()
     assert slowest < 2, f"a commit waited {slowest:.1f} s"
+
+
+def _journalled(journal: Path, kind: str) -> int:
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
+        try:
+            return db.execute("SELECT count(*) FROM entities WHERE kind = ?", (kind,)).fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_sigterm_with_the_checkpoint_thread_running_leaves_one_file_and_resumes(tmp_path):
+    """Past 500 commits the journal checkpoints on its own thread: a run stopped then still ends
+    with its outputs, exit 130, the thread gone and no -wal, -shm or lock left; the next run ends it."""
+    from helpers import local, summary_of
+
+    rows = [[f"c{c}", "home", "", meter_point_id(c), "", "", f"SN-{c}-{d}", "Charger"]
+            for c in range(1, 21) for d in range(60)]
+    source = write_csv(tmp_path / "many.csv", rows, HEADERS)
+    out, state = tmp_path / "out", tmp_path / "e.sqlite"
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "onboard", "run", str(source), "--out", str(out),
+                                 "--concurrency", "8", *local(state)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "ONBOARD_EMULATOR_LATENCY_MS": "5"})
+
+    proc = start()
+    deadline = time.monotonic() + 120
+    while _journalled(out / "many.journal.sqlite", "resource") < 700:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert not [p.name for p in out.iterdir() if p.name.endswith(("-wal", "-shm", ".lock"))]
+    resumed = start()
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0 and "Traceback" not in err, err
+    summary = summary_of(out, "many")
+    assert "400" not in summary["statuses"] and "409" not in summary["statuses"]
