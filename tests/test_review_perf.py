@@ -21,7 +21,7 @@ from onboard import plan as planning
 from onboard import sheet as sheets
 from onboard.emulator import EmulatorSettings, Store, create_app
 from onboard.journal import Journal
-from onboard.pipeline import BatchSize, Ledger, Run
+from onboard.pipeline import BatchSize, Ledger, Outcome, Run
 
 
 def _states(path: Path) -> dict[str, str]:
@@ -178,3 +178,31 @@ def test_sigterm_with_the_checkpoint_thread_running_leaves_one_file_and_resumes(
     assert resumed.returncode == 0 and "Traceback" not in err, err
     summary = summary_of(out, "many")
     assert "400" not in summary["statuses"] and "409" not in summary["statuses"]
+
+
+@pytest.mark.anyio
+async def test_an_updates_outcome_is_on_disk_as_it_settles(tmp_path):
+    """`run --update` writes no write-ahead (a PATCH is sent again on resume): an outcome held for
+    the next one would be lost with a killed run while the requests after it went on."""
+    from onboard import update
+
+    path = write_csv(tmp_path / "in.csv", [
+        ["c1", "home", "", meter_point_id(1), "", "", "SN-1", "Charger"],
+        ["c2", "home", "", meter_point_id(2), "", "", "SN-2", "Charger"],
+    ], HEADERS)
+    plan = planning.build(records.check(sheets.read(path)))
+    app = create_app(EmulatorSettings(seed=7, state=tmp_path / "e.sqlite"), Store())
+    journal_path = tmp_path / "in.journal.sqlite"
+    seen: list[dict[str, str]] = []
+    async with api.connect(settings.target("local"), concurrency=1, transport=httpx.ASGITransport(app=app)
+                           ) as client:
+        await client.sign_in()
+        await Run(client, plan, Ledger(), BatchSize(100), concurrency=1, show_progress=False)()
+        journal = Journal.open(journal_path, path, "emulator", {"locations": 2})
+        try:
+            ledger = Ledger(journal, [("location", i, Outcome("differs")) for i in plan.locations])
+            await update.update(client, update.pending(plan, ledger), ledger, 1,
+                                tick=lambda: seen.append(_states(journal_path)))
+        finally:
+            journal.release()
+    assert [sorted(s.values()) for s in seen] == [["updated"], ["updated", "updated"]]
