@@ -321,6 +321,7 @@ class Dispatcher:
         try:
             while job is not None:
                 await job()
+                await asyncio.sleep(0)  # a request already waiting for the throttle (a retry) goes first
                 self.running -= 1
                 job = self._pick() if self._room() else None
                 self.running += 1

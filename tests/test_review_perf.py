@@ -206,3 +206,38 @@ async def test_an_updates_outcome_is_on_disk_as_it_settles(tmp_path):
         finally:
             journal.release()
     assert [sorted(s.values()) for s in seen] == [["updated"], ["updated", "updated"]]
+
+
+@pytest.mark.anyio
+async def test_a_request_waiting_for_the_throttle_goes_before_a_freed_slots_next_one():
+    """A slot that frees takes its next job itself; a request already waiting for the throttle (a
+    retry after a 429) must not be overtaken by it, or under a throttling API it loses every turn
+    and runs out of attempts (`test_chaos_on_a_larger_sheet` failed one run in three)."""
+    import asyncio
+
+    from onboard.api import Throttle
+    from onboard.pipeline import Dispatcher
+
+    throttle = Throttle(2)
+    entered: list[str] = []
+
+    async def request(name: str, seconds: float = 0.0, refused: bool = False) -> None:
+        async with throttle as started:
+            entered.append(name)
+            await asyncio.sleep(seconds)
+        if refused:
+            throttle.throttled(started)  # a 429: one request in flight at a time from now on
+
+    async def long() -> None:
+        await request("long", 0.05)
+
+    async def retried() -> None:
+        await request("attempt 1", refused=True)
+        await request("attempt 2")  # waits for the throttle while `long` is in flight
+
+    async def following() -> None:
+        await request("next")
+
+    jobs = [long, retried, following]
+    await Dispatcher(throttle, width=2).run(lambda: jobs.pop(0) if jobs else None)
+    assert entered == ["long", "attempt 1", "attempt 2", "next"]
