@@ -160,6 +160,8 @@ async def cleanup(source: str | Path | Sheet, where: Target, *, out: str | Path 
         async with followup.connected(where, concurrency, knobs, stats, transport) as client:
             work = Deleting(client, entities, journal, settled, dry_run, concurrency, progress)
             stopped = await followup.stopped_by(work(going))
+        if journal is not None:
+            journal.flush()  # before the outputs are written
         lines, counts, problems, notices = _conclude(rows, entities, dry_run)
         summary = followup.summary_of("cleanup", sheet.path, where, custom_url, started, clock, len(rows), counts,
                                       stats, dry_run=dry_run, keep_users=keep_users)

@@ -320,15 +320,18 @@ class Journal:
         """A batch's outcome is written at once; one entity's goes with the next write-ahead, since
         a commit per answer would cost more than the request. An outcome lost with a killed process
         leaves its entity `sent`, which the next run looks up before anything else: at most the
-        single requests that were in flight are asked again."""
+        single requests that were in flight are asked again. An outcome `sent` is a command's own
+        write-ahead (`move` keeps where a site was in it), so it is written before its request leaves."""
         if outcome.state == "failed" and not outcome.final:
             return
         row = (outcome.state, outcome.reason, json.dumps(outcome.warnings), time.time())
         self._settled.extend((self.run, kind, entity_id, *row) for entity_id in ids)
-        if len(ids) > 1 or len(self._settled) >= _SETTLED_HELD:
+        if len(ids) > 1 or outcome.state == "sent" or len(self._settled) >= _SETTLED_HELD:
             self.flush()
 
     def flush(self) -> None:
+        """Write the outcomes held: before a read, and once the work has ended (nothing more to send),
+        so that a run killed while it writes its outputs has nothing to look up again."""
         if self._settled:
             settled, self._settled = self._settled, []
             self._commit(settled, [])
@@ -392,8 +395,15 @@ class _Checkpoints:
                 self._thread.start()
             self._due.set()
 
+    WAIT = 0.02
+    """Seconds a restarting checkpoint waits for a reader (`onboard status`, a SQLite browser) to let
+    go, keeping the run's commits out meanwhile; past that, the next one, or the end, folds it in."""
+
     def _work(self) -> None:
-        db = connect_sqlite(self.path, isolation_level=None, timeout=30, check_same_thread=False)
+        try:
+            db = connect_sqlite(self.path, isolation_level=None, timeout=self.WAIT, check_same_thread=False)
+        except (OSError, sqlite3.Error, OnboardError):  # the journal's path changed: the end folds the WAL in
+            return
         try:
             while True:
                 self._due.wait()

@@ -150,6 +150,8 @@ async def move(intake: Intake, where: Target, *, area: int | None = None, restor
                     sites.values(), lambda site: _move(client, site, journal, known, progress_bar), concurrency))
             finally:
                 progress_bar.close()
+        if journal is not None:
+            journal.flush()  # before the outputs are written
         lines, counts, problems, notices = _conclude(rows, sites)
         summary = followup.summary_of("move", sheet.path, where, custom_url, intake.started, clock, len(rows),
                                       counts, stats, to=to)

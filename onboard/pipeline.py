@@ -67,6 +67,8 @@ class Journal(Protocol):
 
     def mark_discovered(self) -> None: ...
 
+    def flush(self) -> None: ...
+
 
 class Ledger:
     """Every planned entity's outcome so far; a journal, when given, keeps each one on disk."""
@@ -92,6 +94,12 @@ class Ledger:
     def sending(self, kind: str, ids: Sequence[str]) -> None:
         if self.journal is not None:
             self.journal.sending(kind, ids)
+
+    def flush(self) -> None:
+        """The work ended: the journal writes the outcomes it held for the next write-ahead."""
+        if self.journal is not None:
+            self.journal.flush()
+
     def registered(self, kind: str, entity_id: str) -> bool:
         outcome = self.get(kind, entity_id)
         return outcome is not None and outcome.state in REGISTERED
@@ -313,6 +321,7 @@ class Dispatcher:
         try:
             while job is not None:
                 await job()
+                await asyncio.sleep(0)  # a request already waiting for the throttle (a retry) goes first
                 self.running -= 1
                 job = self._pick() if self._room() else None
                 self.running += 1
@@ -739,6 +748,7 @@ class Run:
             await self.overlap.dispatcher.run(self.overlap.pick)
         finally:
             self.overlap = None
+            self.ledger.flush()
 
     # probes
 

@@ -35,6 +35,7 @@ async def update(api: Api, locations: list[Location], ledger: Ledger, width: int
         async with slots:
             before = ledger.get("location", location.id)
             ledger.settle("location", location.id, await _updated(api, location, before, test_areas))
+            ledger.flush()  # nothing here is marked `sending`: no write-ahead would carry it
             tick()
 
     await together(*(one(location) for location in locations))
