@@ -424,13 +424,19 @@ class Throttle:
         self.limit = float(ceiling)
         self.lowest = ceiling
         self.inflight = 0
+        self.waiting = 0
+        """Requests waiting for a slot (retries, after a 429 lowered the limit)."""
         self.clock = clock
         self._last_cut = -math.inf
         self._changed = asyncio.Condition()
 
     async def __aenter__(self) -> float:
         async with self._changed:
-            await self._changed.wait_for(lambda: self.inflight < max(1, int(self.limit)))
+            self.waiting += 1
+            try:
+                await self._changed.wait_for(lambda: self.inflight < max(1, int(self.limit)))
+            finally:
+                self.waiting -= 1
             self.inflight += 1
         return self.clock()
 

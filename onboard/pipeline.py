@@ -316,14 +316,14 @@ class Dispatcher:
 
     async def _job(self, job: Job | None) -> None:
         """`job`, then the next one, while there is room and work: a slot that frees takes its
-        next request at once, without a task or a turn of the dispatcher for each."""
+        next request at once, without a task or a turn of the dispatcher for each. Not while a
+        request waits for the throttle (a retry after a 429): that one goes first."""
         self.starting -= 1
         try:
             while job is not None:
                 await job()
-                await asyncio.sleep(0)  # a request already waiting for the throttle (a retry) goes first
                 self.running -= 1
-                job = self._pick() if self._room() else None
+                job = self._pick() if self._room() and not self.throttle.waiting else None
                 self.running += 1
         finally:
             self.running -= 1
