@@ -6,6 +6,7 @@ import copy
 import csv
 import json
 import socket
+import sqlite3
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -179,3 +180,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def journal_states(path: Path) -> dict[str, str]:
+    """Each entity's state in a journal, as another process (a resumed run, `onboard status`) reads it now."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT id, state FROM entities"))
+    finally:
+        db.close()

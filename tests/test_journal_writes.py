@@ -4,20 +4,12 @@ entity's outcome with the next request's write-ahead, in one commit."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
+from helpers import journal_states
 from onboard.journal import Journal
 from onboard.pipeline import Ledger, Outcome
-
-
-def _states(path: Path) -> dict[str, str]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return dict(db.execute("SELECT id, state FROM entities"))
-    finally:
-        db.close()
 
 
 def test_a_batch_is_one_transaction_written_before_it_leaves_and_when_it_settles(tmp_path):
@@ -30,9 +22,9 @@ def test_a_batch_is_one_transaction_written_before_it_leaves_and_when_it_settles
     journal._db.set_trace_callback(statements.append)  # the connection is in autocommit mode
     try:
         Ledger(journal).sending("user", ids)
-        assert _states(path) == dict.fromkeys(ids, "sent")
+        assert journal_states(path) == dict.fromkeys(ids, "sent")
         Ledger(journal).settle_all("user", ids, Outcome("created"))
-        assert _states(path) == dict.fromkeys(ids, "created")
+        assert journal_states(path) == dict.fromkeys(ids, "created")
     finally:
         journal._db.set_trace_callback(None)
         journal.release()
@@ -51,11 +43,11 @@ def test_one_entitys_outcome_goes_with_the_next_write_ahead_and_none_is_lost_at_
     ledger = Ledger(journal)
     try:
         ledger.sending("resource", ["r1"])
-        assert _states(path) == {"r1": "sent"}  # before the request leaves
+        assert journal_states(path) == {"r1": "sent"}  # before the request leaves
         ledger.settle("resource", "r1", Outcome("created"))
-        assert _states(path) == {"r1": "sent"}  # a killed run looks r1 up: it is not lost
+        assert journal_states(path) == {"r1": "sent"}  # a killed run looks r1 up: it is not lost
         ledger.sending("resource", ["r2"])
-        assert _states(path) == {"r1": "created", "r2": "sent"}
+        assert journal_states(path) == {"r1": "created", "r2": "sent"}
         ledger.settle("resource", "r2", Outcome("failed", "400: refused", final=True))
         assert ledger.journal.uncertain() == set()  # what is read back includes what is held
         ledger.sending("resource", ["r3"])
@@ -63,7 +55,7 @@ def test_one_entitys_outcome_goes_with_the_next_write_ahead_and_none_is_lost_at_
     finally:
         journal._db.set_trace_callback(None)
         journal.release()
-    assert _states(path) == {"r1": "created", "r2": "failed", "r3": "created"}
+    assert journal_states(path) == {"r1": "created", "r2": "failed", "r3": "created"}
     commits = [s for s in statements if s.split()[0] in ("BEGIN", "COMMIT")]
     assert len(commits) <= 6, statements  # r1 alone; r1's outcome with r2; r3 with r2's; the last at release
 

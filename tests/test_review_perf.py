@@ -15,22 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import HEADERS, meter_point_id, write_csv
+from helpers import HEADERS, journal_states, meter_point_id, write_csv
 from onboard import api, records, settings
 from onboard import plan as planning
 from onboard import sheet as sheets
 from onboard.emulator import EmulatorSettings, Store, create_app
 from onboard.journal import Journal
 from onboard.pipeline import BatchSize, Ledger, Outcome, Run
-
-
-def _states(path: Path) -> dict[str, str]:
-    """What another process (a resumed run, `onboard status`) reads of the journal now."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return dict(db.execute("SELECT id, state FROM entities"))
-    finally:
-        db.close()
 
 
 def test_a_moves_write_ahead_is_on_disk_before_the_move_leaves(tmp_path):
@@ -50,7 +41,7 @@ journal.settled("location", ["l1"], Outcome("sent", "[59.9, 10.7]"))
 os._exit(9)  # killed as the PATCH leaves: no release
 """], capture_output=True, text=True)
     assert killed.returncode == 9, killed.stderr
-    assert _states(path) == {"l1": "sent"}
+    assert journal_states(path) == {"l1": "sent"}
     resumed = Journal.open(path, source, "http://api to 3", {"locations": 2})
     try:
         assert resumed.resumed
@@ -79,7 +70,7 @@ async def test_every_outcome_is_on_disk_once_the_run_has_sent_its_last_request(t
                                ) as client:
             await client.sign_in()
             await Run(client, plan, ledger, BatchSize(100), concurrency=4, show_progress=False)()
-        on_disk = _states(journal_path)
+        on_disk = journal_states(journal_path)
     finally:
         journal.release()
     assert {ledger.get(*e).state for row in plan.rows for e in row.entities()} == {"created"}
@@ -202,7 +193,7 @@ async def test_an_updates_outcome_is_on_disk_as_it_settles(tmp_path):
         try:
             ledger = Ledger(journal, [("location", i, Outcome("differs")) for i in plan.locations])
             await update.update(client, update.pending(plan, ledger), ledger, 1,
-                                tick=lambda: seen.append(_states(journal_path)))
+                                tick=lambda: seen.append(journal_states(journal_path)))
         finally:
             journal.release()
     assert [sorted(s.values()) for s in seen] == [["updated"], ["updated", "updated"]]
