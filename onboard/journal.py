@@ -380,6 +380,10 @@ class _Checkpoints:
     EVERY = 500
     """Commits between two checkpoints."""
 
+    WAIT = 0.02
+    """Seconds a restarting checkpoint waits for a reader (`onboard status`, a SQLite browser) to let
+    go, keeping the run's commits out meanwhile; past that, the next one, or the end, folds it in."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._commits = 0
@@ -394,10 +398,6 @@ class _Checkpoints:
                 self._thread = threading.Thread(target=self._work, name="onboard-journal-checkpoints", daemon=True)
                 self._thread.start()
             self._due.set()
-
-    WAIT = 0.02
-    """Seconds a restarting checkpoint waits for a reader (`onboard status`, a SQLite browser) to let
-    go, keeping the run's commits out meanwhile; past that, the next one, or the end, folds it in."""
 
     def _work(self) -> None:
         try:
