@@ -31,6 +31,13 @@ def test_texts_made_of_the_tricky_characters_read_back_as_themselves(text):
     assert unprotect(protect(text)) == text
 
 
+@given(st.text())
+def test_the_writers_first_character_shortcut_agrees_with_the_whole_formula_check(text):
+    from onboard.sheet._csv import _looks_like_formula
+
+    assert protect(text) == ("'" + text if _looks_like_formula(text) else text)
+
+
 @pytest.mark.parametrize("text, written", [
     ("-ACME", "'-ACME"), ("@home", "'@home"), ("=1+1", "'=1+1"), ("+47 912 34 567", "+47 912 34 567"),
     ("-12.5", "-12.5"), ("'-ACME", "''-ACME"), ("''=x", "'''=x"), ("'plain", "'plain"), ("-", "'-"),
