@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onboard import contract
@@ -102,12 +103,13 @@ class Faults:
         self.prefix = contract.base_path() + "/"
         self.counts = {"throttled": 0, "failed": 0, "lost": 0}
         self.held = Held()
+        self._token_held = Held()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         knobs = self.knobs
         if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             if knobs.latency_ms and scope["type"] == "http":  # the token endpoint is slow too, never faulty
-                send = _answering_at(asyncio.get_running_loop().time() + self._latency(), receive, send)
+                send = _answering_at(self._latency(), receive, send, self._token_held)
             await self.app(scope, receive, send)
             return
         if knobs.max_inflight is not None and self.inflight >= knobs.max_inflight:
@@ -119,7 +121,7 @@ class Faults:
         self.inflight += 1
         try:
             if knobs.latency_ms:
-                send = _answering_at(asyncio.get_running_loop().time() + self._latency(), receive, send, self.held)
+                send = _answering_at(self._latency(), receive, send, self.held)
             if knobs.fail_rate and self.rng.random() < knobs.fail_rate:
                 self.counts["failed"] += 1
                 await self._refuse(send, 503)
@@ -177,33 +179,31 @@ class Held:
         return 1000 * self.seconds / self.count if self.count else None
 
 
-def _answering_at(when: float, receive: Receive, send: Send, held: Held | None = None) -> Send:
-    """`send`, holding the answer's first message until `when`: the latency is the time from the
-    request's arrival to its answer, the handler's own work included, as a real API's is; added
-    after the work, it would make every request slower than the mean asked for. A client that hangs
-    up meanwhile is told apart (`ClientDisconnect`), as while a request is read."""
+def _answering_at(latency: float, receive: Receive, send: Send, held: Held) -> Send:
+    """`send`, holding the answer's first message until `latency` seconds after now, the request's
+    arrival: the latency is the time to its answer, the handler's own work included, as a real API's
+    is; added after the work, it would make every request slower than the mean asked for. A client
+    that hangs up meanwhile is told apart (`ClientDisconnect`), as while a request is read."""
     arrived = asyncio.get_running_loop().time()
+    when = arrived + latency
 
     async def holding(message: Message) -> None:
         if message["type"] == "http.response.start":
             loop = asyncio.get_running_loop()
-            wake = when - (held.early if held is not None else 0.0)
+            wake = when - held.early
             waits = wake > loop.time()
             await _until(wake, receive)
-            if held is not None:
-                now = loop.time()
-                if waits:
-                    held.left(now - when)
-                held.count += 1
-                held.seconds += now - arrived
+            now = loop.time()
+            if waits:
+                held.left(now - when)
+            held.count += 1
+            held.seconds += now - arrived
         await send(message)
 
     return holding
 
 
 async def _until(when: float, receive: Receive) -> None:
-    from starlette.requests import ClientDisconnect
-
     try:
         async with asyncio.timeout_at(when):
             while (await receive())["type"] != "http.disconnect":
