@@ -223,6 +223,8 @@ class Journal:
         self.discovered = discovered
         self._settled: list[tuple] = []
         """Outcomes not yet written: they go with the next write before a request (`sending`)."""
+        self._announced: set[tuple[str, str]] = set()
+        """Entities written as sent ahead of their request (`sending`'s `ahead`), not yet sent."""
         self._checkpoints = _Checkpoints(path)
 
     @classmethod
@@ -309,19 +311,35 @@ class Journal:
                     self._db.executemany(_SENDING, sent)
         self._checkpoints.written()
 
-    def sending(self, kind: str, ids: Sequence[str]) -> None:
+    def sending(self, kind: str, ids: Sequence[str], ahead: Sequence[str] = ()) -> None:
         """Written before the request leaves, so an answer lost with the process is known as maybe
-        sent; the outcomes settled since the last write go in the same commit."""
+        sent; the outcomes settled since the last write go in the same commit. `ahead` are the
+        entities likely to go next, written as sent in that commit too: their own requests then
+        need no commit, so one commit serves a round of requests instead of each. A killed run
+        leaves them `sent`, and the next run looks them up (a GET each) before sending them."""
+        announced = self._announced
+        if announced and all((kind, entity_id) in announced for entity_id in ids):
+            announced.difference_update((kind, entity_id) for entity_id in ids)
+            return
+        announced.difference_update((kind, entity_id) for entity_id in ids)
         settled, self._settled = self._settled, []
         now = time.time()
-        self._commit(settled, [(self.run, kind, entity_id, now) for entity_id in ids])
+        sent = [(self.run, kind, entity_id, now) for entity_id in ids]
+        if ahead:
+            going = set(ids)
+            early = [entity_id for entity_id in ahead if entity_id not in going and (kind, entity_id) not in announced]
+            sent.extend((self.run, kind, entity_id, now) for entity_id in early)
+            announced.update((kind, entity_id) for entity_id in early)
+        self._commit(settled, sent)
 
     def settled(self, kind: str, ids: Sequence[str], outcome: Outcome) -> None:
         """A batch's outcome is written at once; one entity's goes with the next write-ahead, since
         a commit per answer would cost more than the request. An outcome lost with a killed process
         leaves its entity `sent`, which the next run looks up before anything else: at most the
-        single requests that were in flight are asked again. An outcome `sent` is a command's own
+        single requests of a round (in flight, or written ahead) are asked again. An outcome `sent` is a command's own
         write-ahead (`move` keeps where a site was in it), so it is written before its request leaves."""
+        if self._announced:  # settled before its request left: a later send writes its own write-ahead
+            self._announced.difference_update((kind, entity_id) for entity_id in ids)
         if outcome.state == "failed" and not outcome.final:
             return
         row = (outcome.state, outcome.reason, json.dumps(outcome.warnings), time.time())

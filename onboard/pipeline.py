@@ -61,7 +61,7 @@ class Journal(Protocol):
 
     def settled(self, kind: str, ids: Sequence[str], outcome: Outcome) -> None: ...
 
-    def sending(self, kind: str, ids: Sequence[str]) -> None: ...
+    def sending(self, kind: str, ids: Sequence[str], ahead: Sequence[str] = ()) -> None: ...
 
     def uncertain(self) -> set[tuple[str, str]]: ...
 
@@ -91,9 +91,9 @@ class Ledger:
         if self.journal is not None:
             self.journal.settled(kind, ids, outcome)
 
-    def sending(self, kind: str, ids: Sequence[str]) -> None:
+    def sending(self, kind: str, ids: Sequence[str], ahead: Sequence[str] = ()) -> None:
         if self.journal is not None:
-            self.journal.sending(kind, ids)
+            self.journal.sending(kind, ids, ahead)
 
     def flush(self) -> None:
         """The work ended: the journal writes the outcomes it held for the next write-ahead."""
@@ -525,6 +525,13 @@ class Overlap:
                     return job
         return None
 
+    def upcoming(self, stage: Stage) -> list[str]:
+        """The single requests likely to go next after this one (a round: as many as may be in
+        flight), for the journal to write ahead in one commit. Batches are few: each writes its own."""
+        if stage.batched:
+            return []
+        return list(itertools.islice(self.ready[stage.kind], self.dispatcher.width))
+
     def _take(self, kind: str, partial: bool) -> Job | None:
         """A batch of ready entities: full, or the last of its kind, or (`partial`) whatever is
         ready, when a slot would otherwise stay idle."""
@@ -953,7 +960,8 @@ class Run:
             for chunk in _chunks(items, self.batch.value):
                 await self._send(stage, chunk)
             return
-        self.ledger.sending(stage.kind, [i.id for i in items])
+        ahead = self.overlap.upcoming(stage) if self.overlap is not None else ()
+        self.ledger.sending(stage.kind, [i.id for i in items], ahead)
         answer = await stage.create(items)
         if answer.ok:
             self._settle(stage.kind, [item.id for item in items], Outcome("created"))
