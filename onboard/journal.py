@@ -205,6 +205,7 @@ _SENDING = ("INSERT INTO entities (run, kind, id, state, updated) VALUES (?, ?, 
             " ON CONFLICT (run, kind, id) DO UPDATE SET state = 'sent', updated = excluded.updated")
 _SETTLED = ("INSERT OR REPLACE INTO entities (run, kind, id, state, reason, warnings, updated)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)")
+_UNSENT = "DELETE FROM entities WHERE run = ? AND kind = ? AND id = ? AND state = 'sent'"
 _SETTLED_HELD = 1000
 """Outcomes kept in memory at most before they are written anyway (a discovery settles many with
 nothing sent)."""
@@ -325,12 +326,13 @@ class Journal:
         settled, self._settled = self._settled, []
         now = time.time()
         sent = [(self.run, kind, entity_id, now) for entity_id in ids]
+        early: list[str] = []
         if ahead:
             going = set(ids)
             early = [entity_id for entity_id in ahead if entity_id not in going and (kind, entity_id) not in announced]
             sent.extend((self.run, kind, entity_id, now) for entity_id in early)
-            announced.update((kind, entity_id) for entity_id in early)
         self._commit(settled, sent)
+        announced.update((kind, entity_id) for entity_id in early)  # only once on disk: a refused commit wrote none
 
     def settled(self, kind: str, ids: Sequence[str], outcome: Outcome) -> None:
         """A batch's outcome is written at once; one entity's goes with the next write-ahead, since
@@ -373,6 +375,15 @@ class Journal:
             self._db.execute("UPDATE runs SET state = 'closed', finished = ? WHERE id = ?", (time.time(), self.run))
             self._db.execute("DELETE FROM entities WHERE run = ?", (self.run,))
 
+    def _forget_unsent(self) -> None:
+        """The run stopped (Ctrl-C, the API gone) with devices written ahead whose requests never left:
+        this process knows they were not sent, so they are not left `sent`, which `onboard status` would
+        count as awaiting confirmation and the next run would look up."""
+        if self._announced:
+            unsent, self._announced = self._announced, set()
+            with self._transaction():
+                self._db.executemany(_UNSENT, ((self.run, kind, entity_id) for kind, entity_id in unsent))
+
     def release(self) -> None:
         """Let go of the journal. Its WAL is folded back in and switched off, so a run that ended or
         stopped leaves one self-contained file beside the outputs, no -wal, -shm or lock; only a run
@@ -380,6 +391,7 @@ class Journal:
         try:
             self._checkpoints.stop()
             self.flush()
+            self._forget_unsent()
             with contextlib.suppress(sqlite3.Error):  # a reader has it open: the next run folds the WAL in
                 self._db.execute("PRAGMA busy_timeout = 2000")
                 self._db.execute("PRAGMA journal_mode = DELETE")

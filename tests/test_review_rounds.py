@@ -1,0 +1,83 @@
+"""A review of the journal's rounds (a device's write-ahead carries the devices that follow it):
+what a run that stops, or whose write-ahead fails, leaves on disk as `sent` must be what it sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+
+import httpx
+import pytest
+
+from helpers import HEADERS, journal_states, meter_point_id, write_csv
+from onboard import onboarding, settings
+from onboard.emulator import EmulatorSettings, create_app
+from onboard.journal import Journal
+from onboard.pipeline import Ledger
+
+
+class _StoppedAfter(httpx.AsyncBaseTransport):
+    """The network, stopping the run as Ctrl-C or SIGTERM does (its task cancelled) once `devices`
+    device requests have left; it keeps the IDs of every device sent."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, devices: int) -> None:
+        self.inner = inner
+        self.devices = devices
+        self.sent: set[str] = set()
+        self.run: asyncio.Task | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path.endswith(("/resources", "/vehicles")):
+            self.sent.add(json.loads(request.content)["resourceId"])
+            if len(self.sent) == self.devices and self.run is not None:
+                self.run.cancel()
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("concurrency", "stop_at"), [(1, 11), (2, 7), (4, 9)])
+async def test_a_stopped_run_leaves_sent_only_the_devices_it_sent(tmp_path, concurrency, stop_at):
+    """Stopped cleanly, the run knows which devices it wrote ahead without sending them: left `sent`,
+    `onboard status` would count them `sent, awaiting confirmation` while the results say `not sent`,
+    and the next run would look each one up."""
+    rows = [[f"c{n // 2}", "home", "", meter_point_id(n // 2), "", "", f"SN-{n}", "Charger"] for n in range(40)]
+    rows += [[f"c{n}", "", "", "", "", "", f"VIN-{n}", "car"] for n in range(0, 20, 2)]
+    sheet = write_csv(tmp_path / "in.csv", rows, HEADERS)
+    state = tmp_path / "e.sqlite"
+    emulator = create_app(EmulatorSettings(seed=3, state=state, latency_ms=2))  # requests wait: the stop comes between
+    network = _StoppedAfter(httpx.ASGITransport(app=emulator), stop_at)
+    network.run = asyncio.ensure_future(onboarding.send(
+        onboarding.read(sheet), settings.target("local"), out=tmp_path, state=state, progress=False,
+        concurrency=concurrency, transport=network))
+    result = await network.run
+    assert result.stopped is not None
+    journal = tmp_path / "in.journal.sqlite"
+    devices = set(result.intake.plan.resources)
+    maybe_sent = {entity_id for entity_id, state in journal_states(journal).items()
+                  if state == "sent" and entity_id in devices}
+    assert maybe_sent <= network.sent, f"{len(maybe_sent - network.sent)} never sent, left `sent`"
+    assert {r.status for r in result.rows} == {"created", "not sent"}
+
+
+def test_a_write_ahead_that_did_not_commit_is_not_taken_for_written(tmp_path):
+    """A commit refused (the journal locked by another program past the wait, a full disk): the
+    devices it would have written ahead are not on disk, so their own requests must write them."""
+    source = tmp_path / "in.csv"
+    source.write_text("customer_id\n1\n")
+    path = tmp_path / "in.journal.sqlite"
+    journal = Journal.open(path, source, "http://api", {"resources": 3})
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        journal._db.execute("PRAGMA busy_timeout = 0")
+        ledger = Ledger(journal)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sqlite3.OperationalError):
+            ledger.sending("resource", ["r1"], ["r2", "r3"])
+        other.execute("ROLLBACK")
+        assert journal_states(path) == {}
+        ledger.sending("resource", ["r2"])
+        assert journal_states(path).get("r2") == "sent"
+    finally:
+        other.close()
+        journal.release()
