@@ -17,6 +17,13 @@ from onboard.journal import Journal
 from onboard.pipeline import Ledger
 
 
+def _device(request: httpx.Request) -> str | None:
+    """The ID of the device a request registers, if it does."""
+    if request.method == "POST" and request.url.path.endswith(("/resources", "/vehicles")):
+        return json.loads(request.content)["resourceId"]
+    return None
+
+
 class _StoppedAfter(httpx.AsyncBaseTransport):
     """The network, stopping the run as Ctrl-C or SIGTERM does (its task cancelled) once `devices`
     device requests have left; it keeps the IDs of every device sent."""
@@ -28,11 +35,22 @@ class _StoppedAfter(httpx.AsyncBaseTransport):
         self.run: asyncio.Task | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "POST" and request.url.path.endswith(("/resources", "/vehicles")):
-            self.sent.add(json.loads(request.content)["resourceId"])
+        if (device := _device(request)) is not None:
+            self.sent.add(device)
             if len(self.sent) == self.devices and self.run is not None:
                 self.run.cancel()
         return await self.inner.handle_async_request(request)
+
+
+class _DownAfter(_StoppedAfter):
+    """An API that stops answering (503 to everything) once `devices` devices have reached it."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if len(self.sent) < self.devices or "/connect/token" in request.url.path:
+            return await super().handle_async_request(request)
+        if (device := _device(request)) is not None:
+            self.sent.add(device)
+        return httpx.Response(503, json={"message": "down"})
 
 
 @pytest.mark.anyio
@@ -58,6 +76,24 @@ async def test_a_stopped_run_leaves_sent_only_the_devices_it_sent(tmp_path, conc
                   if state == "sent" and entity_id in devices}
     assert maybe_sent <= network.sent, f"{len(maybe_sent - network.sent)} never sent, left `sent`"
     assert {r.status for r in result.rows} == {"created", "not sent"}
+
+
+@pytest.mark.anyio
+async def test_a_run_stopped_by_a_dead_api_leaves_sent_only_the_devices_it_sent(tmp_path, monkeypatch):
+    for name, value in {"BASE": "0.01", "CAP": "0.02", "ATTEMPTS": "3"}.items():
+        monkeypatch.setenv(f"ONBOARD_RETRY_{name}", value)
+    rows = [[f"c{n // 2}", "home", "", meter_point_id(n // 2), "", "", f"SN-{n}", "Charger"] for n in range(40)]
+    sheet = write_csv(tmp_path / "in.csv", rows, HEADERS)
+    state = tmp_path / "e.sqlite"
+    network = _DownAfter(httpx.ASGITransport(app=create_app(EmulatorSettings(seed=3, state=state))), 9)
+    result = await onboarding.send(onboarding.read(sheet), settings.target("local"), out=tmp_path, state=state,
+                                   progress=False, concurrency=4, transport=network)
+    assert result.stopped is not None and "did not answer" in str(result.stopped)
+    devices = set(result.intake.plan.resources)
+    maybe_sent = {entity_id for entity_id, state in journal_states(tmp_path / "in.journal.sqlite").items()
+                  if state == "sent" and entity_id in devices}
+    assert maybe_sent, "the devices the dead API did not answer are maybe sent"
+    assert maybe_sent <= network.sent, f"{len(maybe_sent - network.sent)} never sent, left `sent`"
 
 
 def test_a_write_ahead_that_did_not_commit_is_not_taken_for_written(tmp_path):
