@@ -317,7 +317,8 @@ class Journal:
         sent; the outcomes settled since the last write go in the same commit. `ahead` are the
         entities likely to go next, written as sent in that commit too: their own requests then
         need no commit, so one commit serves a round of requests instead of each. A killed run
-        leaves them `sent`, and the next run looks them up (a GET each) before sending them."""
+        leaves them `sent`, and the next run looks them up (a GET each) before sending them; a run
+        that stops takes back those it never sent (`release`)."""
         announced = self._announced
         if announced and all((kind, entity_id) in announced for entity_id in ids):
             announced.difference_update((kind, entity_id) for entity_id in ids)
