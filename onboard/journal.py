@@ -289,27 +289,40 @@ class Journal:
     # written as the run goes (the Ledger's journal protocol)
 
     @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write SQLite refuses (the disk full, another program holding the file past the 30 s
+        wait) stops the run with what to do, not a traceback; nothing that was to be written is
+        taken for written."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise ConfigError(f"the journal {self.path} could not be written ({exc}): make room on its disk, or "
+                              "close the program holding it open, then run the same command again to resume") from None
+
+    @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         """One commit for a batch's rows: the connection is in autocommit mode, where each row of an
         `executemany` would otherwise be a transaction (and a commit) of its own."""
         self._db.execute("BEGIN")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # a refused COMMIT leaves it open, unless SQLite rolled it back itself
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def _commit(self, settled: list[tuple], sent: list[tuple]) -> None:
         """One commit of outcomes and write-aheads."""
-        if not settled and len(sent) == 1:
-            self._db.execute(_SENDING, sent[0])  # autocommit: a transaction of its own
-        else:
-            with self._transaction():
-                if settled:
-                    self._db.executemany(_SETTLED, settled)
-                if sent:
-                    self._db.executemany(_SENDING, sent)
+        with self._writing():
+            if not settled and len(sent) == 1:
+                self._db.execute(_SENDING, sent[0])  # autocommit: a transaction of its own
+            else:
+                with self._transaction():
+                    if settled:
+                        self._db.executemany(_SETTLED, settled)
+                    if sent:
+                        self._db.executemany(_SENDING, sent)
         self._checkpoints.written()
 
     def sending(self, kind: str, ids: Sequence[str], ahead: Sequence[str] = ()) -> None:
@@ -324,7 +337,6 @@ class Journal:
             announced.difference_update((kind, entity_id) for entity_id in ids)
             return
         announced.difference_update((kind, entity_id) for entity_id in ids)
-        settled, self._settled = self._settled, []
         now = time.time()
         sent = [(self.run, kind, entity_id, now) for entity_id in ids]
         early: list[str] = []
@@ -332,8 +344,9 @@ class Journal:
             going = set(ids)
             early = [entity_id for entity_id in ahead if entity_id not in going and (kind, entity_id) not in announced]
             sent.extend((self.run, kind, entity_id, now) for entity_id in early)
-        self._commit(settled, sent)
-        announced.update((kind, entity_id) for entity_id in early)  # only once on disk: a refused commit wrote none
+        self._commit(self._settled, sent)
+        self._settled = []  # only once on disk: a refused commit keeps them, and writes none ahead
+        announced.update((kind, entity_id) for entity_id in early)
 
     def settled(self, kind: str, ids: Sequence[str], outcome: Outcome) -> None:
         """A batch's outcome is written at once; one entity's goes with the next write-ahead, since
@@ -354,25 +367,25 @@ class Journal:
         """Write the outcomes held: before a read, and once the work has ended (nothing more to send),
         so that a run killed while it writes its outputs has nothing to look up again."""
         if self._settled:
-            settled, self._settled = self._settled, []
-            self._commit(settled, [])
+            self._commit(self._settled, [])
+            self._settled = []
 
     def mark_discovered(self) -> None:
         self.flush()
-        with self._db:
+        with self._writing(), self._db:
             self._db.execute("UPDATE runs SET discovered = 1 WHERE id = ?", (self.run,))
         self.discovered = True
 
     def discard(self) -> None:
         """Forget a run that never got to send anything (its credentials were refused)."""
         if not self.resumed:
-            with self._db:
+            with self._writing(), self._db:
                 self._db.execute("DELETE FROM runs WHERE id = ?", (self.run,))
 
     def finish(self) -> None:
         """The run reached its end: close it, so the next run of this input starts anew."""
         self._settled = []
-        with self._db:
+        with self._writing(), self._db:
             self._db.execute("UPDATE runs SET state = 'closed', finished = ? WHERE id = ?", (time.time(), self.run))
             self._db.execute("DELETE FROM entities WHERE run = ?", (self.run,))
 
@@ -382,7 +395,7 @@ class Journal:
         count as awaiting confirmation and the next run would look up."""
         if self._announced:
             unsent, self._announced = self._announced, set()
-            with self._transaction():
+            with self._writing(), self._transaction():
                 self._db.executemany(_UNSENT, ((self.run, kind, entity_id) for kind, entity_id in unsent))
 
     def release(self) -> None:

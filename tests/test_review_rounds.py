@@ -13,8 +13,9 @@ import pytest
 from helpers import HEADERS, journal_states, meter_point_id, write_csv
 from onboard import onboarding, settings
 from onboard.emulator import EmulatorSettings, create_app
+from onboard.errors import ConfigError
 from onboard.journal import Journal
-from onboard.pipeline import Ledger
+from onboard.pipeline import Ledger, Outcome
 
 
 def _device(request: httpx.Request) -> str | None:
@@ -108,12 +109,38 @@ def test_a_write_ahead_that_did_not_commit_is_not_taken_for_written(tmp_path):
         journal._db.execute("PRAGMA busy_timeout = 0")
         ledger = Ledger(journal)
         other.execute("BEGIN IMMEDIATE")
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(ConfigError):
             ledger.sending("resource", ["r1"], ["r2", "r3"])
         other.execute("ROLLBACK")
         assert journal_states(path) == {}
         ledger.sending("resource", ["r2"])
         assert journal_states(path).get("r2") == "sent"
+    finally:
+        other.close()
+        journal.release()
+
+
+def test_a_journal_that_cannot_be_written_says_what_to_do_and_keeps_what_it_held(tmp_path):
+    """A write SQLite refuses stops the run with a message (no traceback reaches the user), and the
+    outcomes the journal held for that commit are still written by the next one that succeeds."""
+    source = tmp_path / "in.csv"
+    source.write_text("customer_id\n1\n")
+    path = tmp_path / "in.journal.sqlite"
+    journal = Journal.open(path, source, "http://api", {"resources": 3})
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        journal._db.execute("PRAGMA busy_timeout = 0")
+        ledger = Ledger(journal)
+        ledger.sending("resource", ["r1"])
+        ledger.settle("resource", "r1", Outcome("created"))  # held for the next write-ahead
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(ConfigError) as refused:
+            ledger.sending("resource", ["r2"])
+        assert f"the journal {path} could not be written (database is locked)" in str(refused.value)
+        assert "run the same command again to resume" in str(refused.value)
+        other.execute("ROLLBACK")
+        ledger.flush()
+        assert journal_states(path) == {"r1": "created"}
     finally:
         other.close()
         journal.release()
