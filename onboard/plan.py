@@ -10,11 +10,12 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import itertools
 import math
 import operator
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -41,6 +42,10 @@ def derived_id(kind: str, *keys: str) -> str:
 @dataclass(frozen=True, slots=True)
 class User:
     id: str
+    customer: str | None = field(default=None, compare=False)
+    """The customer as the sheet names it (its customer_id, else its user_id), for `Plan.site_name`:
+    a second field costs a User nothing (both fit the size the first one takes), and each of the
+    customer's sites then needs only its key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +55,10 @@ class Location:
     location_type: str | None
     meter_point_ids: tuple[str, ...]
     coordinates: Coordinates | None
-    site: tuple[str, str] | None = field(default=None, compare=False)
-    """(customer, site key) as the sheet has them, for `Plan.site_name`: the customer's string the
-    plan holds anyway and a key shared by every customer's site of that name (`ref home`), put in
-    words only for the few sites a message names. A pair rather than two fields: a pair fits where
-    the sheet's own strings were let go, while two more fields would make each Location larger."""
+    site: str | None = field(default=None, compare=False)
+    """The site's key among its customer's sites as the sheet has it, for `Plan.site_name` (with the
+    customer's name its `User` keeps): one string shared by every customer's site of that name
+    (`ref home`), put in words only for the few sites a message names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +144,15 @@ class Plan:
         """The site as the sheet names it (`site 'home' of customer '1001' (rows 5-6)`), for messages
         about what the API holds: a person knows the site by its ref and rows, not by its UUID."""
         location = self.locations.get(location_id)
-        if location is None or location.site is None:
+        user = self.users.get(location.user_id) if location is not None else None
+        if location is None or location.site is None or user is None or user.customer is None:
             return ""
         if self._rows_of is None:
             self._rows_of = defaultdict(list)
             for row in self.rows:
                 if row.location_id is not None and row.valid:
                     self._rows_of[row.location_id].append(row.shown)
-        return f"{_site_name(*location.site)} ({row_spans(self._rows_of[location_id])})"
+        return f"{_site_name(user.customer, location.site)} ({row_spans(self._rows_of[location_id])})"
 
     def requests(self, batch_size: int) -> dict[str, int]:
         """How many requests creating everything takes, when nothing exists yet."""
@@ -240,37 +245,36 @@ def _refuse_conflicts(rows: list[tuple[RowPlan, Row]], name: str, checks: dict[s
     return refused
 
 
-def _positions(checked: list[Checked]) -> dict[int, str]:
-    """IDs of devices named by neither resource_ref nor resource_id: customer, site, type and their
-    position among such devices, counted over every row so a refused row keeps its place."""
-    counts: dict[tuple[str, ...], int] = defaultdict(int)
-    ids = {}
-    for c in checked:
-        if c.slot:
-            counts[c.slot] += 1
-            ids[c.number] = derived_id("resource", *c.slot, str(counts[c.slot]))
-    return ids
+def build(checked: Iterable[Checked]) -> Plan:
+    """The plan of a checked sheet. `checked` is read once, and each row becomes its row plan as it
+    comes (`records.checking` gives them one at a time), so a million `Checked` are never held at
+    once; each customer's cells are let go as soon as that customer is planned.
 
-
-def build(checked: list[Checked]) -> Plan:
-    """The plan of a checked sheet. It takes `checked` over: each item becomes the plan's row in
-    place, so a million rows are never held twice, and each customer's cells are let go as soon as
-    that customer is planned."""
-    positional = _positions(checked)
+    A device named by neither resource_ref nor resource_id takes its ID from its customer, site, type
+    and position among such devices, counted over every row so a refused row keeps its place."""
+    rows: list[RowPlan] = []
+    positional: dict[int, str] = {}
+    positions: dict[tuple[str, ...], int] = defaultdict(int)
     totals: dict[int, str] = {}
     lone: set[int] = set()
     sighted: list[tuple[RowPlan, Sighting]] = []
-    for i, c in enumerate(checked):
-        row_plan = checked[i] = (SkippedRow if c.skipped else RowPlan)(
-            c.number, resource_id=positional.get(c.number), problems=c.problems, warnings=c.warnings, origin=c.origin,
+    for c in checked:
+        resource_id = None
+        if c.slot:
+            positions[c.slot] += 1
+            resource_id = positional[c.number] = derived_id("resource", *c.slot, str(positions[c.slot]))
+        row_plan = (SkippedRow if c.skipped else RowPlan)(
+            c.number, resource_id=resource_id, problems=c.problems, warnings=c.warnings, origin=c.origin,
             row=c.row if c.valid else None)
+        rows.append(row_plan)
         if c.total_cell is not None:
             totals[c.number] = c.total_cell
         if c.lone:
             lone.add(c.number)
         if c.meters is not None and not c.valid:
             sighted.append((row_plan, c.meters))
-    plan = Plan(rows=checked)  # type: ignore[arg-type]
+    del positions
+    plan = Plan(rows=rows)
     valid = [p for p in plan.rows if p.row is not None]
     _refuse_totals_and_headings(plan, valid, totals, lone)
     valid = [p for p in valid if p.valid]
@@ -281,18 +285,21 @@ def build(checked: list[Checked]) -> Plan:
     _warn_repeated_devices(plan, valid)
     _warn_template_example(plan, valid)
     valid = [p for p in valid if p.valid]
-    _plan_customers(plan, valid, positional)
-    _register(plan, valid)
+    reordered = _plan_customers(plan, valid, positional)
+    _register(plan, valid, reordered)
     _warn_swapped_coordinates(plan)
     for row_plan in plan.rows:
         row_plan.row = None
     return plan
 
 
-def _plan_customers(plan: Plan, valid: list[RowPlan], positional: dict[int, str]) -> None:
+def _plan_customers(plan: Plan, valid: list[RowPlan], positional: dict[int, str]) -> bool:
     """Each customer's user, sites and devices, customer by customer in the sheet's order. A
     customer's rows are let go of as soon as it is planned, its cells with them: the plan grows as
-    the rows shrink, so a million rows never sit beside a million rows' plan."""
+    the rows shrink, so a million rows never sit beside a million rows' plan. Each customer with a
+    row still valid becomes a user of `plan.users`; True when some customer's first row was refused
+    meanwhile, so that the users, in the order of their first valid rows, must be put in order again."""
+    reordered = False
     groups: list[list[RowPlan] | None] = []
     customers: dict[str, list[RowPlan]] = {}
     for row_plan in valid:
@@ -319,6 +326,12 @@ def _plan_customers(plan: Plan, valid: list[RowPlan], positional: dict[int, str]
         _plan_devices(plan, customer, label, user_id, rows, positional)
         for row_plan in plans:
             row_plan.row = None
+        if plans[0].valid:
+            plan.users[user_id] = User(user_id, label)
+        elif any(p.valid for p in plans):
+            plan.users[user_id] = User(user_id, label)
+            reordered = True
+    return reordered
 
 
 def _customer_key(row: Row) -> str:
@@ -358,7 +371,7 @@ def _plan_sites(plan, customer, label, user_id, rows) -> None:
             meter_point_ids = next((r.meter_point_ids for _, r in site_rows if r.meter_point_ids), ())
             coordinates = next((r.coordinates for _, r in site_rows if r.coordinates), None)
         location = Location(explicit or derived_id("location", customer, key), user_id, location_type,
-                            meter_point_ids, coordinates, (label, key))
+                            meter_point_ids, coordinates, key)
         if not location.meter_point_ids and location.coordinates is None:
             for row_plan, _ in site_rows:
                 row_plan.refuse(Problem("meter_point_ids", f"{_site_name(label, key)} has neither meter "
@@ -433,22 +446,24 @@ def _refuse_shared_ids(plan: Plan, valid: list[RowPlan]) -> None:
                                                      f"in rows {', '.join(map(str, numbers))}"))
 
 
-def _register(plan: Plan, valid: list[RowPlan]) -> None:
+def _register(plan: Plan, valid: list[RowPlan], reordered: bool = False) -> None:
     """Keep only what valid rows still ask for; a refused row registers nothing, though it keeps a
     position-derived device ID, which the errors file carries to the re-run. Only the entities of
     rows refused while planning are looked at again, and dropped in place: a million-row plan is
-    never copied."""
+    never copied. The users, in the order of their first valid rows, are those planning kept; they
+    are put in that order anew only when planning `reordered` them."""
     users: dict[str, User] = {}
     gone_locations: set[str] = set()
     gone_resources: set[str] = set()
     for row_plan in valid:
         if row_plan.valid:
-            if row_plan.user_id not in users:
-                users[row_plan.user_id] = User(row_plan.user_id)
+            if reordered and row_plan.user_id not in users:
+                users[row_plan.user_id] = plan.users[row_plan.user_id]
         else:
             gone_locations.add(row_plan.location_id)
             gone_resources.add(row_plan.resource_id)
-    plan.users = users
+    if reordered:
+        plan.users = users
     if gone_locations or gone_resources:
         for row_plan in valid:
             if row_plan.valid:
@@ -728,8 +743,11 @@ def _core(values: list[float]) -> tuple[float, float]:
 def _warn_swapped_coordinates(plan: Plan) -> None:
     """A site whose point lies away from the sheet's other sites while its swap lies among them
     had latitude and longitude typed in each other's columns."""
-    points = sorted({loc.coordinates for loc in plan.locations.values() if loc.coordinates},
-                    key=lambda c: (c.latitude, c.longitude))
+    # sorted as the tuples they are, (latitude, longitude), then told apart by their neighbours: a key
+    # function would make a tuple for each of the million points and a set one entry each, at the
+    # moment the whole plan is held
+    points = sorted(loc.coordinates for loc in plan.locations.values() if loc.coordinates)
+    points[:] = (c for c, _ in itertools.groupby(points))
     if len(points) < 3:
         return
     lats = sorted(c.latitude for c in points)
@@ -743,6 +761,8 @@ def _warn_swapped_coordinates(plan: Plan) -> None:
         there = _among(c.longitude, lats, c.latitude) and _among(c.latitude, lons, c.longitude)
         if there and not here:
             swapped.add(c)
+    if not swapped:
+        return
     for row_plan in plan.rows:
         location = plan.locations.get(row_plan.location_id) if row_plan.valid else None
         if location and location.coordinates in swapped:
