@@ -17,7 +17,7 @@ from onboard.errors import InputError
 from onboard.mapping import Mapping
 from onboard.sheet._base import WORKBOOKS, Reader, cell_text, excel_general
 from onboard.sheet._calamine import XlsxReader
-from onboard.sheet._csv import CsvReader, CsvStyle, protect, unprotect
+from onboard.sheet._csv import MAYBE_FORMULA, CsvReader, CsvStyle, protect, unprotect
 from onboard.sheet._frame import FrameReader
 from onboard.sheet._limits import Limits
 from onboard.sheet.columns import (
@@ -32,7 +32,7 @@ from onboard.sheet.columns import (
     normalise,
 )
 
-__all__ = ["FIELDS", "OUTPUT_COLUMNS", "OWN_COLUMNS", "WORKBOOKS", "Column", "CsvReader", "CsvStyle",
+__all__ = ["FIELDS", "MAYBE_FORMULA", "OUTPUT_COLUMNS", "OWN_COLUMNS", "WORKBOOKS", "Column", "CsvReader", "CsvStyle",
            "Limits", "Reader", "Sheet", "SheetRow", "XlsxReader", "cell_text", "check_columns", "column_uses",
            "excel_general", "known_field", "match_columns", "normalise", "open_reader", "protect", "read", "unprotect"]
 

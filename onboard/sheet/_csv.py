@@ -41,7 +41,7 @@ def _looks_like_formula(text: str) -> bool:
     return bare.startswith(_FORMULA_START) and not _NUMBER.fullmatch(bare.replace(" ", ""))
 
 
-_MAYBE_FORMULA = frozenset("".join(_FORMULA_START) + "'")
+MAYBE_FORMULA = frozenset("".join(_FORMULA_START) + "'")
 """First characters of a text that may need a look (`_looks_like_formula`); any other is let be
 at once, which is nearly every cell of a million-row output."""
 
@@ -49,7 +49,7 @@ at once, which is nearly every cell of a million-row output."""
 def protect(text: str) -> str:
     """A text as the tool writes it to CSV: with a leading `'` where a spreadsheet would run it as a
     formula (CSV/formula injection). `unprotect(protect(t)) == t` for every text."""
-    if not text or text[0] not in _MAYBE_FORMULA:
+    if not text or text[0] not in MAYBE_FORMULA:
         return text
     return "'" + text if _looks_like_formula(text) else text
 
