@@ -300,17 +300,7 @@ def _plan_customers(plan: Plan, valid: list[RowPlan], positional: dict[int, str]
     row still valid becomes a user of `plan.users`; True when some customer's first row was refused
     meanwhile, so that the users, in the order of their first valid rows, must be put in order again."""
     reordered = False
-    groups: list[list[RowPlan] | None] = []
-    customers: dict[str, list[RowPlan]] = {}
-    for row_plan in valid:
-        key = _customer_key(row_plan.row)
-        if key in customers:
-            customers[key].append(row_plan)
-        else:
-            groups.append(customers.setdefault(key, [row_plan]))
-    del customers  # the groups, in the sheet's order, are all planning needs: a million keys' table goes now
-    for at, plans in enumerate(groups):
-        groups[at] = None
+    for plans in _customers(valid):
         customer = _customer_key(plans[0].row)
         rows = [(p, p.row) for p in plans]
         label = rows[0][1].customer_id or rows[0][1].user_id
@@ -332,6 +322,39 @@ def _plan_customers(plan: Plan, valid: list[RowPlan], positional: dict[int, str]
             plan.users[user_id] = User(user_id, label)
             reordered = True
     return reordered
+
+
+def _customers(valid: list[RowPlan]) -> Iterator[list[RowPlan]]:
+    """Each customer's rows, customers in the order of their first rows. A sheet lists a customer's
+    rows one after another, nearly always: then each customer's list is made only as it is planned,
+    never a million of them at once (they would stay as holes in memory the plan cannot use)."""
+    seen: set[str] = set()
+    above = None
+    for row_plan in valid:
+        key = _customer_key(row_plan.row)
+        if key != above:
+            if key in seen:
+                break
+            seen.add(key)
+            above = key
+    else:
+        del seen
+        for _, rows in itertools.groupby(valid, lambda p: _customer_key(p.row)):
+            yield list(rows)
+        return
+    del seen
+    groups: list[list[RowPlan] | None] = []
+    customers: dict[str, list[RowPlan]] = {}
+    for row_plan in valid:
+        key = _customer_key(row_plan.row)
+        if key in customers:
+            customers[key].append(row_plan)
+        else:
+            groups.append(customers.setdefault(key, [row_plan]))
+    del customers  # the groups, in the sheet's order, are all planning needs: a million keys' table goes now
+    for at, plans in enumerate(groups):
+        groups[at] = None
+        yield plans
 
 
 def _customer_key(row: Row) -> str:
@@ -509,7 +532,11 @@ def _refuse_totals_and_headings(plan: Plan, valid: list[RowPlan], totals: dict[i
     the tool reads: it would become a user. A customer with a site, a device or a user_id on any
     row is real and never refused here. `totals`: row number -> a cell outside the fields reading
     like a totals line (`Totalt`), on a row without site or device; `lone`: such rows with one
-    filled cell in all (a heading merged across the row, between a region's customers)."""
+    filled cell in all (a heading merged across the row, between a region's customers). Only a row
+    with a customer cell and nothing else can be one: without such a row, nothing is looked at."""
+    if not any(row.customer_id and not row.user_id and not (row.has_location or row.has_resource)
+               for _, row in _pairs(valid)):
+        return
     real: dict[str, int] = {}
     for row_plan, row in _pairs(valid):
         if row.customer_id and (row.has_location or row.has_resource or row.user_id):
@@ -554,6 +581,12 @@ def _plain(ref: str) -> str:
     return "".join(ref.split()).casefold()  # str.split() splits at the whitespace r"\s" matches
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_plain(ref: str) -> bool:
+    """Whether a ref is its own `_plain` form; asked once per distinct ref (`home` of every customer)."""
+    return _plain(ref) == ref
+
+
 Site = tuple[str, str]
 """(customer key, site key): a site as the sheet describes it, before it has an ID."""
 
@@ -562,29 +595,43 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan], sighted: list[
     """A meter point measures one site: two planned sites holding it (of two customers, or two
     spellings of one customer's site) would register it twice. Every row of each is refused. A site
     is known by its first row's meter point ids; a meter point held by one site alone (nearly all of
-    them) keeps that site, not a list of one."""
-    meters: dict[Site, tuple[str, ...]] = {}
-    holders: dict[str, Site | list[Site]] = {}
+    them) keeps that site, not a list of one.
+
+    A site is held as its first row (`_site_of` names it) rather than as a (customer, key) pair:
+    a million sites' pairs, made while every row's cells are held, would stay as holes in memory the
+    plan cannot use."""
+    seen: dict[str, str | set[str]] = {}
+    """Each customer's sites so far: its one site key, or the set of them."""
+    holders: dict[str, RowPlan | list[RowPlan]] = {}
     for row_plan, row in _pairs(valid):
         if row_plan.valid and row.meter_point_ids:
-            site = (_customer_key(row), _site_key(row))
-            if site in meters:
+            customer, key = _customer_key(row), _site_key(row)
+            known = seen.get(customer)
+            if known is None:
+                seen[customer] = key
+            elif known.__class__ is set:
+                if key in known:
+                    continue
+                known.add(key)
+            elif known == key:
                 continue
-            meters[site] = row.meter_point_ids
+            else:
+                seen[customer] = {known, key}
             for mpid in row.meter_point_ids:
                 held = holders.get(mpid)
                 if held is None:
-                    holders[mpid] = site
+                    holders[mpid] = row_plan
                 elif held.__class__ is list:
-                    held.append(site)
+                    held.append(row_plan)
                 else:
-                    holders[mpid] = [held, site]
-    del meters
+                    holders[mpid] = [held, row_plan]
+    del seen
     _refuse_meters_of_refused_rows(plan, valid, holders, sighted)
     shared: dict[tuple[str, str], dict[tuple[str, str], list[str]]] = defaultdict(lambda: defaultdict(list))
-    for mpid, location_ids in holders.items():
-        if location_ids.__class__ is not list:
+    for mpid, firsts in holders.items():
+        if firsts.__class__ is not list:
             continue
+        location_ids = [_site_of(first) for first in firsts]
         for one in sorted(location_ids):
             for other in location_ids:
                 if other != one:
@@ -617,12 +664,17 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan], sighted: list[
                 plan.counts["shared_meter_points"] += 1
 
 
-def _holding(holders: dict[str, Site | list[Site]], mpid: str) -> list[Site]:
+def _site_of(first: RowPlan) -> Site:
+    """The site a site's first row describes."""
+    return _customer_key(first.row), _site_key(first.row)
+
+
+def _holding(holders: dict[str, RowPlan | list[RowPlan]], mpid: str) -> list[Site]:
     held = holders.get(mpid)
-    return [] if held is None else held if held.__class__ is list else [held]  # type: ignore[return-value]
+    return [] if held is None else [_site_of(first) for first in held] if held.__class__ is list else [_site_of(held)]
 
 
-def _refuse_meters_of_refused_rows(plan: Plan, valid: list[RowPlan], holders: dict[str, Site | list[Site]],
+def _refuse_meters_of_refused_rows(plan: Plan, valid: list[RowPlan], holders: dict[str, RowPlan | list[RowPlan]],
                                    refused: list[tuple[RowPlan, Sighting]]) -> None:
     """A row refused for another reason still names its meter point ids: a site of another row
     holding one is refused too, both naming each other, so fixing the other cell later cannot let
@@ -652,11 +704,17 @@ def _refuse_meters_of_refused_rows(plan: Plan, valid: list[RowPlan], holders: di
 
 def _warn_similar_site_refs(plan: Plan, valid: list[RowPlan]) -> None:
     """`home` and `Home ` are two keys, so two sites with two IDs; say so, since it is rarely meant.
-    They are not merged: the ref is the partner's key, and every ID derived from it must stay put."""
+    They are not merged: the ref is the partner's key, and every ID derived from it must stay put.
+    Two refs alike but not equal cannot both be written plainly (no space, no capital), so only the
+    customers with a ref that is not are looked at: nearly always none."""
+    customers = {row.customer_id or row.user_id for _, row in _pairs(valid)
+                 if row.location_ref and not _is_plain(row.location_ref)}
+    if not customers:
+        return
     first: dict[tuple[str | None, str], str] = {}
     alike: set[tuple[str | None, str]] = set()
     for _, row in _pairs(valid):
-        if row.location_ref:
+        if row.location_ref and (row.customer_id or row.user_id) in customers:
             key = (row.customer_id or row.user_id, _plain(row.location_ref))
             if first.setdefault(key, row.location_ref) != row.location_ref:
                 alike.add(key)
