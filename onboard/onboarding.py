@@ -295,6 +295,13 @@ class Validation(Sequence["RowResult"]):
         for row_plan in self._plan.rows:
             yield validation_result(sheet, row_plan)
 
+    def outlines(self) -> Iterator[tuple[str, Sequence[str], str]]:
+        """Each row's status, reasons and warnings, as its result has them: what the summary reads,
+        a million rows' worth without a million results made for it."""
+        from onboard.report import validation_outline
+
+        return map(validation_outline, self._plan.rows)
+
 
 def validated(intake: Intake, out: str | os.PathLike | None = None) -> Result:
     """Every row `valid` or `invalid`: nothing is sent. With `out`, the validation outputs are

@@ -541,6 +541,29 @@ def frequent_reasons(results: Iterable[RowResult], most: int = 10) -> list[tuple
     return reasons.most_frequent(most)
 
 
+Outline = tuple[str, Sequence[str], str]
+"""A row's status, reasons and warnings: all the summary reads of its result."""
+
+
+def _outlines(results: Iterable[RowResult]) -> Iterator[Outline]:
+    """Each result's outline; results that can give them without making each row's result (a
+    validation's, `onboarding.Validation.outlines`) do."""
+    outlines = getattr(results, "outlines", None)
+    if outlines is not None:
+        return outlines()
+    return ((r.status, r.reasons, r.warnings) for r in results)
+
+
+def validation_outline(row_plan: RowPlan) -> Outline:
+    """`validation_result(...)`'s status, reasons and warnings, without the result."""
+    if row_plan.skipped:
+        return "skipped", (), ""
+    warnings = "; ".join([w.message for w in row_plan.warnings]) if row_plan.warnings else ""
+    if row_plan.valid:
+        return "valid", (), warnings
+    return "invalid", [p.message for p in row_plan.problems], warnings
+
+
 def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger | None,
               **extra: Any) -> dict[str, Any]:
     """The summary of a run or validation. The results are read once: a validation makes each row's
@@ -548,14 +571,14 @@ def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger
     statuses: Counter[str] = Counter()
     reasons = _Reasons()
     unnamed, warning = 0, None
-    for result in results:
-        statuses[result.status] += 1
-        for reason in result.reasons:
+    for status, said, warned in _outlines(results):
+        statuses[status] += 1
+        for reason in said:
             reasons.add(reason)
-        if result.warnings:
+        if warned:
             if warning is None:  # validating needs no HTTP client: the pipeline is imported only here
                 from onboard.pipeline import UNNAMED_DEVICES as warning
-            unnamed += warning in result.warnings
+            unnamed += warning in warned
     # rows each cross-row check flagged: the plan's, and the run's own (rows of a site the API holds
     # with devices the sheet does not name, by their warning, which a resumed run has from the journal)
     checks = Counter(plan.counts)

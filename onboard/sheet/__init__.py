@@ -64,6 +64,8 @@ class Rows:
         self._reader = reader
         self._header = header_number
         self._kept: list[SheetRow] | None = [] if keep else None
+        self._text = isinstance(reader, CsvReader)
+        """The reader gives text only (a CSV): a row's cells are its values, one list for both."""
         self._complete = False
         self.sheet: Sheet | None = None
 
@@ -73,7 +75,7 @@ class Rows:
             return
         width = len(self.sheet.columns) if self.sheet else 0
         widest = width
-        hidden, header = self._reader.hidden_rows, self._header
+        hidden, header, text = self._reader.hidden_rows, self._header, self._text
         kept: list[SheetRow] | None = [] if self._kept is not None else None
         for number, values in self._reader.records():
             if number <= header:
@@ -90,7 +92,7 @@ class Rows:
                     widest = filled
                 if filled < width:
                     values += [""] * (width - filled)
-            cells = [v if v.__class__ is str else cell_text(v) for v in values]
+            cells = values if text else [v if v.__class__ is str else cell_text(v) for v in values]
             row = SheetRow(number, cells, values, number in hidden)
             if kept is not None:
                 kept.append(row)
@@ -102,7 +104,8 @@ class Rows:
             self.sheet.widen(widest)
             for row in kept or ():
                 row.values += [""] * (widest - len(row.values))
-                row.cells += [""] * (widest - len(row.cells))
+                if row.cells is not row.values:
+                    row.cells += [""] * (widest - len(row.cells))
         if kept is not None:
             self._kept = kept
             self._reader = None  # its parsed sheet is no longer needed: the rows are kept
