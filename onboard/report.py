@@ -418,13 +418,16 @@ def write_csv(path: Path, sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult]
     with atomic(path) as temporary, temporary.open("w", encoding=encoding, errors="replace", newline="") as out:
         writer = csv.writer(out, delimiter=style.delimiter if style else ",", lineterminator="\r\n")
         writer.writerow([protect(h) for h in headers])
-        writer.writerows([v if v.__class__ is str and (not v or v[0] not in MAYBE_FORMULA) else _csv_cell(v)
-                          for v in values] for _, values in _table(sheet, pairs, keep, typed=False))
+        writer.writerows(csv_line(values) for _, values in _table(sheet, pairs, keep, typed=False))
+
+
+def csv_line(values: Sequence[Any]) -> list[str]:
+    """A CSV output's line: each value as `protect` writes its text, None as blank. Nearly every cell
+    is text that cannot start a formula, let through without a call: a million rows' cells each."""
+    return [v if v.__class__ is str and (not v or v[0] not in MAYBE_FORMULA) else _csv_cell(v) for v in values]
 
 
 def _csv_cell(value: Any) -> str:
-    """A value of a CSV output as `protect` writes it; most cells are text that cannot start a
-    formula, which `write_csv` lets through without calling this, a million rows' cells each."""
     return "" if value is None else protect(str(value))
 
 
