@@ -264,8 +264,7 @@ def build(checked: Iterable[Checked]) -> Plan:
             positions[c.slot] += 1
             resource_id = positional[c.number] = derived_id("resource", *c.slot, str(positions[c.slot]))
         row_plan = (SkippedRow if c.skipped else RowPlan)(
-            c.number, resource_id=resource_id, problems=c.problems, warnings=c.warnings, origin=c.origin,
-            row=c.row if c.valid else None)
+            c.number, None, None, resource_id, c.problems, c.warnings, c.origin, c.row if c.valid else None)
         rows.append(row_plan)
         if c.total_cell is not None:
             totals[c.number] = c.total_cell
@@ -459,13 +458,9 @@ def _plan_devices(plan, customer, label, user_id, rows, positional) -> None:
         explicit = first.resource_id if len(device_rows) == 1 else next(
             (r.resource_id for _, r in device_rows if r.resource_id), None)
         positioned = positional.get(device_rows[0][0].number)
-        resource = Resource(
-            id=explicit or positioned or derived_id("resource", customer, key),
-            user_id=user_id,
-            resource_type=first.resource_type,
-            location_id=None if vehicle else device_rows[0][0].location_id,
-            meter_point_id=None if vehicle else first.resource_meter_point_id,
-        )
+        resource = Resource(explicit or positioned or derived_id("resource", customer, key), user_id,
+                            first.resource_type, None if vehicle else device_rows[0][0].location_id,
+                            None if vehicle else first.resource_meter_point_id)
         if not vehicle and resource.location_id is None:
             for row_plan, _ in device_rows:
                 row_plan.refuse(Problem("location_ref", f"device {key.split(chr(31), 1)[1]!r} of customer "
@@ -477,12 +472,15 @@ def _plan_devices(plan, customer, label, user_id, rows, positional) -> None:
 
 
 def _refuse_shared_ids(plan: Plan, valid: list[RowPlan]) -> None:
-    """An explicit ID names one entity: two customers (or sites, or devices) may not share it."""
+    """An explicit ID names one entity: two customers (or sites, or devices) may not share it. Only
+    the rows with an explicit ID are looked at again, one pass finding them: nearly always none."""
+    explicit_rows = [(row_plan, row) for row_plan, row in _pairs(valid)
+                     if row.user_id or row.location_id or row.resource_id]
     for kind, attr, owner in (("user_id", "user_id", lambda r: r.customer_id),
                               ("location_id", "location_id", lambda r: (r.customer_id, _site_key(r))),
                               ("resource_id", "resource_id", lambda r: (r.customer_id, r.resource_ref))):
         holders: dict[str, dict[object, list[RowPlan]]] = defaultdict(lambda: defaultdict(list))
-        for row_plan, row in _pairs(valid):
+        for row_plan, row in explicit_rows:
             explicit = getattr(row, attr)
             if explicit and row_plan.valid:
                 holders[explicit][owner(row)].append(row_plan)
