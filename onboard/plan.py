@@ -310,7 +310,8 @@ def _plan_customers(plan: Plan, valid: list[RowPlan], positional: dict[int, str]
             for row_plan in plans:
                 row_plan.row = None
             continue
-        user_id = next((r.user_id for _, r in rows if r.user_id), None) or derived_id("user", customer)
+        user_id = (rows[0][1].user_id if len(rows) == 1 else next((r.user_id for _, r in rows if r.user_id), None)
+                   ) or derived_id("user", customer)
         for row_plan, _ in rows:
             row_plan.user_id = user_id
         _plan_sites(plan, customer, label, user_id, rows)
