@@ -105,18 +105,30 @@ def read(source: Any, *, mapping: Mapping | dict | str | os.PathLike | None = No
         sheets.check_columns(found)
         conditions = [records.Condition.parse(text) for text in where]
         used: set[tuple[str, str]] = set()
-        checked = records.check(found, strict_meter_ids, words, conditions, used)
-        hidden = sum(1 for c in checked if c.hidden)
-        unrecognised: dict[str, Counter] = {}
-        for c in checked:
-            for field_name, text in c.unknown:
-                unrecognised.setdefault(field_name, Counter())[text] += 1
-        plan = planning.build(checked)
-        del checked
+        tally = _Tally()
+        plan = planning.build(tally(records.checking(found, strict_meter_ids, words, conditions, used)))
+        hidden, unrecognised = tally.hidden, tally.unrecognised
     intake = Intake(found, plan, started=started, source=None if isinstance(source, (str, os.PathLike)) else source,
                     unrecognised={k: dict(v.most_common()) for k, v in unrecognised.items()})
     _notice(intake, words, used, hidden, bool(conditions), unrecognised, report.CHECKS)
     return intake
+
+
+class _Tally:
+    """Counts what the notices say of the rows (hidden ones, unrecognised values) as they pass from
+    checking to planning, which holds no row's `Checked` once it has taken what it needs."""
+
+    def __init__(self) -> None:
+        self.hidden = 0
+        self.unrecognised: dict[str, Counter] = {}
+
+    def __call__(self, checked: Iterable[Any]) -> Iterator[Any]:
+        for c in checked:
+            if c.hidden:
+                self.hidden += 1
+            for field_name, text in c.unknown:
+                self.unrecognised.setdefault(field_name, Counter())[text] += 1
+            yield c
 
 
 def _notice(intake: Intake, words: Mapping, used: set, hidden: int, chosen: bool,
@@ -282,6 +294,13 @@ class Validation(Sequence["RowResult"]):
         sheet = self._sheet
         for row_plan in self._plan.rows:
             yield validation_result(sheet, row_plan)
+
+    def outlines(self) -> Iterator[tuple[str, Sequence[str], str]]:
+        """Each row's status, reasons and warnings, as its result has them: what the summary reads,
+        a million rows' worth without a million results made for it."""
+        from onboard.report import validation_outline
+
+        return map(validation_outline, self._plan.rows)
 
 
 def validated(intake: Intake, out: str | os.PathLike | None = None) -> Result:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import itertools
 import math
 import operator
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -41,6 +42,10 @@ def derived_id(kind: str, *keys: str) -> str:
 @dataclass(frozen=True, slots=True)
 class User:
     id: str
+    customer: str | None = field(default=None, compare=False)
+    """The customer as the sheet names it (its customer_id, else its user_id), for `Plan.site_name`:
+    a second field costs a User nothing (both fit the size the first one takes), and each of the
+    customer's sites then needs only its key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +55,10 @@ class Location:
     location_type: str | None
     meter_point_ids: tuple[str, ...]
     coordinates: Coordinates | None
-    site: tuple[str, str] | None = field(default=None, compare=False)
-    """(customer, site key) as the sheet has them, for `Plan.site_name`: the customer's string the
-    plan holds anyway and a key shared by every customer's site of that name (`ref home`), put in
-    words only for the few sites a message names. A pair rather than two fields: a pair fits where
-    the sheet's own strings were let go, while two more fields would make each Location larger."""
+    site: str | None = field(default=None, compare=False)
+    """The site's key among its customer's sites as the sheet has it, for `Plan.site_name` (with the
+    customer's name its `User` keeps): one string shared by every customer's site of that name
+    (`ref home`), put in words only for the few sites a message names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +144,15 @@ class Plan:
         """The site as the sheet names it (`site 'home' of customer '1001' (rows 5-6)`), for messages
         about what the API holds: a person knows the site by its ref and rows, not by its UUID."""
         location = self.locations.get(location_id)
-        if location is None or location.site is None:
+        user = self.users.get(location.user_id) if location is not None else None
+        if location is None or location.site is None or user is None or user.customer is None:
             return ""
         if self._rows_of is None:
             self._rows_of = defaultdict(list)
             for row in self.rows:
                 if row.location_id is not None and row.valid:
                     self._rows_of[row.location_id].append(row.shown)
-        return f"{_site_name(*location.site)} ({row_spans(self._rows_of[location_id])})"
+        return f"{_site_name(user.customer, location.site)} ({row_spans(self._rows_of[location_id])})"
 
     def requests(self, batch_size: int) -> dict[str, int]:
         """How many requests creating everything takes, when nothing exists yet."""
@@ -240,37 +245,35 @@ def _refuse_conflicts(rows: list[tuple[RowPlan, Row]], name: str, checks: dict[s
     return refused
 
 
-def _positions(checked: list[Checked]) -> dict[int, str]:
-    """IDs of devices named by neither resource_ref nor resource_id: customer, site, type and their
-    position among such devices, counted over every row so a refused row keeps its place."""
-    counts: dict[tuple[str, ...], int] = defaultdict(int)
-    ids = {}
-    for c in checked:
-        if c.slot:
-            counts[c.slot] += 1
-            ids[c.number] = derived_id("resource", *c.slot, str(counts[c.slot]))
-    return ids
+def build(checked: Iterable[Checked]) -> Plan:
+    """The plan of a checked sheet. `checked` is read once, and each row becomes its row plan as it
+    comes (`records.checking` gives them one at a time), so a million `Checked` are never held at
+    once; each customer's cells are let go as soon as that customer is planned.
 
-
-def build(checked: list[Checked]) -> Plan:
-    """The plan of a checked sheet. It takes `checked` over: each item becomes the plan's row in
-    place, so a million rows are never held twice, and each customer's cells are let go as soon as
-    that customer is planned."""
-    positional = _positions(checked)
+    A device named by neither resource_ref nor resource_id takes its ID from its customer, site, type
+    and position among such devices, counted over every row so a refused row keeps its place."""
+    rows: list[RowPlan] = []
+    positional: dict[int, str] = {}
+    positions: dict[tuple[str, ...], int] = defaultdict(int)
     totals: dict[int, str] = {}
     lone: set[int] = set()
     sighted: list[tuple[RowPlan, Sighting]] = []
-    for i, c in enumerate(checked):
-        row_plan = checked[i] = (SkippedRow if c.skipped else RowPlan)(
-            c.number, resource_id=positional.get(c.number), problems=c.problems, warnings=c.warnings, origin=c.origin,
-            row=c.row if c.valid else None)
+    for c in checked:
+        resource_id = None
+        if c.slot:
+            positions[c.slot] += 1
+            resource_id = positional[c.number] = derived_id("resource", *c.slot, str(positions[c.slot]))
+        row_plan = (SkippedRow if c.skipped else RowPlan)(
+            c.number, None, None, resource_id, c.problems, c.warnings, c.origin, c.row if c.valid else None)
+        rows.append(row_plan)
         if c.total_cell is not None:
             totals[c.number] = c.total_cell
         if c.lone:
             lone.add(c.number)
         if c.meters is not None and not c.valid:
             sighted.append((row_plan, c.meters))
-    plan = Plan(rows=checked)  # type: ignore[arg-type]
+    del positions
+    plan = Plan(rows=rows)
     valid = [p for p in plan.rows if p.row is not None]
     _refuse_totals_and_headings(plan, valid, totals, lone)
     valid = [p for p in valid if p.valid]
@@ -281,18 +284,91 @@ def build(checked: list[Checked]) -> Plan:
     _warn_repeated_devices(plan, valid)
     _warn_template_example(plan, valid)
     valid = [p for p in valid if p.valid]
-    _plan_customers(plan, valid, positional)
-    _register(plan, valid)
+    reordered = _plan_customers(plan, valid, positional)
+    _register(plan, valid, reordered)
     _warn_swapped_coordinates(plan)
     for row_plan in plan.rows:
         row_plan.row = None
     return plan
 
 
-def _plan_customers(plan: Plan, valid: list[RowPlan], positional: dict[int, str]) -> None:
+def _plan_customers(plan: Plan, valid: list[RowPlan], positional: dict[int, str]) -> bool:
     """Each customer's user, sites and devices, customer by customer in the sheet's order. A
     customer's rows are let go of as soon as it is planned, its cells with them: the plan grows as
-    the rows shrink, so a million rows never sit beside a million rows' plan."""
+    the rows shrink, so a million rows never sit beside a million rows' plan. Each customer with a
+    row still valid becomes a user of `plan.users`; True when some customer's first row was refused
+    meanwhile, so that the users, in the order of their first valid rows, must be put in order again."""
+    reordered = False
+    for n, plans in enumerate(_customers(valid), 1):
+        if n % GIVE_BACK_EVERY == 0:
+            give_back_freed_memory()
+        customer = _customer_key(plans[0].row)
+        rows = [(p, p.row) for p in plans]
+        label = rows[0][1].customer_id or rows[0][1].user_id
+        if len(rows) > 1 and not _alike(rows, _USER_CELLS) and _refuse_conflicts(rows, f"customer {label!r}",
+                                               {"user_id": {p.number: r.user_id for p, r in rows}}):
+            for row_plan in plans:
+                row_plan.row = None
+            continue
+        user_id = (rows[0][1].user_id if len(rows) == 1 else next((r.user_id for _, r in rows if r.user_id), None)
+                   ) or derived_id("user", customer)
+        for row_plan, _ in rows:
+            row_plan.user_id = user_id
+        _plan_sites(plan, customer, label, user_id, rows)
+        _plan_devices(plan, customer, label, user_id, rows, positional)
+        for row_plan in plans:
+            row_plan.row = None
+        if plans[0].valid:
+            plan.users[user_id] = User(user_id, label)
+        elif any(p.valid for p in plans):
+            plan.users[user_id] = User(user_id, label)
+            reordered = True
+    return reordered
+
+
+GIVE_BACK_EVERY = 32_768
+"""Customers planned between two `give_back_freed_memory` calls."""
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to call
+        return None
+
+
+def give_back_freed_memory() -> None:
+    """Return to the system the C heap's pages that were freed (glibc's `malloc_trim`; elsewhere
+    nothing). The plan's tables grow by doubling while planning: each table left behind stays part
+    of the process, untouched but counted, unless given back (the benchmark's million-row CSV peaked
+    33 MB lower with it). What is given back is taken again only when used."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def _customers(valid: list[RowPlan]) -> Iterator[list[RowPlan]]:
+    """Each customer's rows, customers in the order of their first rows. A sheet lists a customer's
+    rows one after another, nearly always: then each customer's list is made only as it is planned,
+    never a million of them at once (they would stay as holes in memory the plan cannot use)."""
+    seen: set[str] = set()
+    above = None
+    for row_plan in valid:
+        key = _customer_key(row_plan.row)
+        if key != above:
+            if key in seen:
+                break
+            seen.add(key)
+            above = key
+    else:
+        del seen
+        for _, rows in itertools.groupby(valid, lambda p: _customer_key(p.row)):
+            yield list(rows)
+        return
+    del seen
     groups: list[list[RowPlan] | None] = []
     customers: dict[str, list[RowPlan]] = {}
     for row_plan in valid:
@@ -304,21 +380,7 @@ def _plan_customers(plan: Plan, valid: list[RowPlan], positional: dict[int, str]
     del customers  # the groups, in the sheet's order, are all planning needs: a million keys' table goes now
     for at, plans in enumerate(groups):
         groups[at] = None
-        customer = _customer_key(plans[0].row)
-        rows = [(p, p.row) for p in plans]
-        label = rows[0][1].customer_id or rows[0][1].user_id
-        if len(rows) > 1 and not _alike(rows, _USER_CELLS) and _refuse_conflicts(rows, f"customer {label!r}",
-                                               {"user_id": {p.number: r.user_id for p, r in rows}}):
-            for row_plan in plans:
-                row_plan.row = None
-            continue
-        user_id = next((r.user_id for _, r in rows if r.user_id), None) or derived_id("user", customer)
-        for row_plan, _ in rows:
-            row_plan.user_id = user_id
-        _plan_sites(plan, customer, label, user_id, rows)
-        _plan_devices(plan, customer, label, user_id, rows, positional)
-        for row_plan in plans:
-            row_plan.row = None
+        yield plans
 
 
 def _customer_key(row: Row) -> str:
@@ -358,7 +420,7 @@ def _plan_sites(plan, customer, label, user_id, rows) -> None:
             meter_point_ids = next((r.meter_point_ids for _, r in site_rows if r.meter_point_ids), ())
             coordinates = next((r.coordinates for _, r in site_rows if r.coordinates), None)
         location = Location(explicit or derived_id("location", customer, key), user_id, location_type,
-                            meter_point_ids, coordinates, (label, key))
+                            meter_point_ids, coordinates, key)
         if not location.meter_point_ids and location.coordinates is None:
             for row_plan, _ in site_rows:
                 row_plan.refuse(Problem("meter_point_ids", f"{_site_name(label, key)} has neither meter "
@@ -397,13 +459,9 @@ def _plan_devices(plan, customer, label, user_id, rows, positional) -> None:
         explicit = first.resource_id if len(device_rows) == 1 else next(
             (r.resource_id for _, r in device_rows if r.resource_id), None)
         positioned = positional.get(device_rows[0][0].number)
-        resource = Resource(
-            id=explicit or positioned or derived_id("resource", customer, key),
-            user_id=user_id,
-            resource_type=first.resource_type,
-            location_id=None if vehicle else device_rows[0][0].location_id,
-            meter_point_id=None if vehicle else first.resource_meter_point_id,
-        )
+        resource = Resource(explicit or positioned or derived_id("resource", customer, key), user_id,
+                            first.resource_type, None if vehicle else device_rows[0][0].location_id,
+                            None if vehicle else first.resource_meter_point_id)
         if not vehicle and resource.location_id is None:
             for row_plan, _ in device_rows:
                 row_plan.refuse(Problem("location_ref", f"device {key.split(chr(31), 1)[1]!r} of customer "
@@ -415,12 +473,15 @@ def _plan_devices(plan, customer, label, user_id, rows, positional) -> None:
 
 
 def _refuse_shared_ids(plan: Plan, valid: list[RowPlan]) -> None:
-    """An explicit ID names one entity: two customers (or sites, or devices) may not share it."""
+    """An explicit ID names one entity: two customers (or sites, or devices) may not share it. Only
+    the rows with an explicit ID are looked at again, one pass finding them: nearly always none."""
+    explicit_rows = [(row_plan, row) for row_plan, row in _pairs(valid)
+                     if row.user_id or row.location_id or row.resource_id]
     for kind, attr, owner in (("user_id", "user_id", lambda r: r.customer_id),
                               ("location_id", "location_id", lambda r: (r.customer_id, _site_key(r))),
                               ("resource_id", "resource_id", lambda r: (r.customer_id, r.resource_ref))):
         holders: dict[str, dict[object, list[RowPlan]]] = defaultdict(lambda: defaultdict(list))
-        for row_plan, row in _pairs(valid):
+        for row_plan, row in explicit_rows:
             explicit = getattr(row, attr)
             if explicit and row_plan.valid:
                 holders[explicit][owner(row)].append(row_plan)
@@ -433,22 +494,24 @@ def _refuse_shared_ids(plan: Plan, valid: list[RowPlan]) -> None:
                                                      f"in rows {', '.join(map(str, numbers))}"))
 
 
-def _register(plan: Plan, valid: list[RowPlan]) -> None:
+def _register(plan: Plan, valid: list[RowPlan], reordered: bool = False) -> None:
     """Keep only what valid rows still ask for; a refused row registers nothing, though it keeps a
     position-derived device ID, which the errors file carries to the re-run. Only the entities of
     rows refused while planning are looked at again, and dropped in place: a million-row plan is
-    never copied."""
+    never copied. The users, in the order of their first valid rows, are those planning kept; they
+    are put in that order anew only when planning `reordered` them."""
     users: dict[str, User] = {}
     gone_locations: set[str] = set()
     gone_resources: set[str] = set()
     for row_plan in valid:
         if row_plan.valid:
-            if row_plan.user_id not in users:
-                users[row_plan.user_id] = User(row_plan.user_id)
+            if reordered and row_plan.user_id not in users:
+                users[row_plan.user_id] = plan.users[row_plan.user_id]
         else:
             gone_locations.add(row_plan.location_id)
             gone_resources.add(row_plan.resource_id)
-    plan.users = users
+    if reordered:
+        plan.users = users
     if gone_locations or gone_resources:
         for row_plan in valid:
             if row_plan.valid:
@@ -494,7 +557,11 @@ def _refuse_totals_and_headings(plan: Plan, valid: list[RowPlan], totals: dict[i
     the tool reads: it would become a user. A customer with a site, a device or a user_id on any
     row is real and never refused here. `totals`: row number -> a cell outside the fields reading
     like a totals line (`Totalt`), on a row without site or device; `lone`: such rows with one
-    filled cell in all (a heading merged across the row, between a region's customers)."""
+    filled cell in all (a heading merged across the row, between a region's customers). Only a row
+    with a customer cell and nothing else can be one: without such a row, nothing is looked at."""
+    if not any(row.customer_id and not row.user_id and not (row.has_location or row.has_resource)
+               for _, row in _pairs(valid)):
+        return
     real: dict[str, int] = {}
     for row_plan, row in _pairs(valid):
         if row.customer_id and (row.has_location or row.has_resource or row.user_id):
@@ -539,6 +606,12 @@ def _plain(ref: str) -> str:
     return "".join(ref.split()).casefold()  # str.split() splits at the whitespace r"\s" matches
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_plain(ref: str) -> bool:
+    """Whether a ref is its own `_plain` form; asked once per distinct ref (`home` of every customer)."""
+    return _plain(ref) == ref
+
+
 Site = tuple[str, str]
 """(customer key, site key): a site as the sheet describes it, before it has an ID."""
 
@@ -547,29 +620,43 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan], sighted: list[
     """A meter point measures one site: two planned sites holding it (of two customers, or two
     spellings of one customer's site) would register it twice. Every row of each is refused. A site
     is known by its first row's meter point ids; a meter point held by one site alone (nearly all of
-    them) keeps that site, not a list of one."""
-    meters: dict[Site, tuple[str, ...]] = {}
-    holders: dict[str, Site | list[Site]] = {}
+    them) keeps that site, not a list of one.
+
+    A site is held as its first row (`_site_of` names it) rather than as a (customer, key) pair:
+    a million sites' pairs, made while every row's cells are held, would stay as holes in memory the
+    plan cannot use."""
+    seen: dict[str, str | set[str]] = {}
+    """Each customer's sites so far: its one site key, or the set of them."""
+    holders: dict[str, RowPlan | list[RowPlan]] = {}
     for row_plan, row in _pairs(valid):
         if row_plan.valid and row.meter_point_ids:
-            site = (_customer_key(row), _site_key(row))
-            if site in meters:
+            customer, key = _customer_key(row), _site_key(row)
+            known = seen.get(customer)
+            if known is None:
+                seen[customer] = key
+            elif known.__class__ is set:
+                if key in known:
+                    continue
+                known.add(key)
+            elif known == key:
                 continue
-            meters[site] = row.meter_point_ids
+            else:
+                seen[customer] = {known, key}
             for mpid in row.meter_point_ids:
                 held = holders.get(mpid)
                 if held is None:
-                    holders[mpid] = site
+                    holders[mpid] = row_plan
                 elif held.__class__ is list:
-                    held.append(site)
+                    held.append(row_plan)
                 else:
-                    holders[mpid] = [held, site]
-    del meters
+                    holders[mpid] = [held, row_plan]
+    del seen
     _refuse_meters_of_refused_rows(plan, valid, holders, sighted)
     shared: dict[tuple[str, str], dict[tuple[str, str], list[str]]] = defaultdict(lambda: defaultdict(list))
-    for mpid, location_ids in holders.items():
-        if location_ids.__class__ is not list:
+    for mpid, firsts in holders.items():
+        if firsts.__class__ is not list:
             continue
+        location_ids = [_site_of(first) for first in firsts]
         for one in sorted(location_ids):
             for other in location_ids:
                 if other != one:
@@ -602,12 +689,17 @@ def _refuse_shared_meter_points(plan: Plan, valid: list[RowPlan], sighted: list[
                 plan.counts["shared_meter_points"] += 1
 
 
-def _holding(holders: dict[str, Site | list[Site]], mpid: str) -> list[Site]:
+def _site_of(first: RowPlan) -> Site:
+    """The site a site's first row describes."""
+    return _customer_key(first.row), _site_key(first.row)
+
+
+def _holding(holders: dict[str, RowPlan | list[RowPlan]], mpid: str) -> list[Site]:
     held = holders.get(mpid)
-    return [] if held is None else held if held.__class__ is list else [held]  # type: ignore[return-value]
+    return [] if held is None else [_site_of(first) for first in held] if held.__class__ is list else [_site_of(held)]
 
 
-def _refuse_meters_of_refused_rows(plan: Plan, valid: list[RowPlan], holders: dict[str, Site | list[Site]],
+def _refuse_meters_of_refused_rows(plan: Plan, valid: list[RowPlan], holders: dict[str, RowPlan | list[RowPlan]],
                                    refused: list[tuple[RowPlan, Sighting]]) -> None:
     """A row refused for another reason still names its meter point ids: a site of another row
     holding one is refused too, both naming each other, so fixing the other cell later cannot let
@@ -637,11 +729,17 @@ def _refuse_meters_of_refused_rows(plan: Plan, valid: list[RowPlan], holders: di
 
 def _warn_similar_site_refs(plan: Plan, valid: list[RowPlan]) -> None:
     """`home` and `Home ` are two keys, so two sites with two IDs; say so, since it is rarely meant.
-    They are not merged: the ref is the partner's key, and every ID derived from it must stay put."""
+    They are not merged: the ref is the partner's key, and every ID derived from it must stay put.
+    Two refs alike but not equal cannot both be written plainly (no space, no capital), so only the
+    customers with a ref that is not are looked at: nearly always none."""
+    customers = {row.customer_id or row.user_id for _, row in _pairs(valid)
+                 if row.location_ref and not _is_plain(row.location_ref)}
+    if not customers:
+        return
     first: dict[tuple[str | None, str], str] = {}
     alike: set[tuple[str | None, str]] = set()
     for _, row in _pairs(valid):
-        if row.location_ref:
+        if row.location_ref and (row.customer_id or row.user_id) in customers:
             key = (row.customer_id or row.user_id, _plain(row.location_ref))
             if first.setdefault(key, row.location_ref) != row.location_ref:
                 alike.add(key)
@@ -728,8 +826,11 @@ def _core(values: list[float]) -> tuple[float, float]:
 def _warn_swapped_coordinates(plan: Plan) -> None:
     """A site whose point lies away from the sheet's other sites while its swap lies among them
     had latitude and longitude typed in each other's columns."""
-    points = sorted({loc.coordinates for loc in plan.locations.values() if loc.coordinates},
-                    key=lambda c: (c.latitude, c.longitude))
+    # sorted as the tuples they are, (latitude, longitude), then told apart by their neighbours: a key
+    # function would make a tuple for each of the million points and a set one entry each, at the
+    # moment the whole plan is held
+    points = sorted(loc.coordinates for loc in plan.locations.values() if loc.coordinates)
+    points[:] = (c for c, _ in itertools.groupby(points))
     if len(points) < 3:
         return
     lats = sorted(c.latitude for c in points)
@@ -743,6 +844,8 @@ def _warn_swapped_coordinates(plan: Plan) -> None:
         there = _among(c.longitude, lats, c.latitude) and _among(c.latitude, lons, c.longitude)
         if there and not here:
             swapped.add(c)
+    if not swapped:
+        return
     for row_plan in plan.rows:
         location = plan.locations.get(row_plan.location_id) if row_plan.valid else None
         if location and location.coordinates in swapped:

@@ -538,6 +538,14 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
           where: list[Condition] | None = None, used_values: set[tuple[str, str]] | None = None) -> list[Checked]:
     """Every row of the sheet, validated, in one pass over its rows; rows `where` leaves out are only
     marked skipped. The (field, word) of each value mapping that matched a cell goes to `used_values`."""
+    return list(checking(sheet, strict_meter_ids, mapping, where, used_values))
+
+
+def checking(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None = None,
+             where: list[Condition] | None = None,
+             used_values: set[tuple[str, str]] | None = None) -> Iterator[Checked]:
+    """`check`, one row at a time: planning takes each row as it comes, so a million `Checked` are
+    never held at once (`plan.build` keeps what it needs of each)."""
     fields = [(c.index, c.field) for c in sheet.columns if c.field]
     chosen = _chosen(sheet, where or [])
     origin_at = next((c.index for c in sheet.columns if c.own == "row"), None)
@@ -548,7 +556,6 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
     repeated = "customer_id" if any(name == "customer_id" for _, name in fields) else None
     above = ""
     mapping_values = bool(mapping and mapping.values)
-    checked = []
     for row in sheet.rows:
         values = row.values
         # _clean inlined (a number's repr is clean already); blank cells are left out: the Row's
@@ -584,5 +591,4 @@ def check(sheet: Sheet, strict_meter_ids: bool = False, mapping: Mapping | None 
             readable = _readable_meter_point_ids(mpids)
             customer = _text(cells.get("customer_id")) or _text(cells.get("user_id")) or ""
             result.meters = Sighting(customer, readable) if readable else None
-        checked.append(result)
-    return checked
+        yield result

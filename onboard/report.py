@@ -21,7 +21,16 @@ from onboard.errors import ConfigError, InputError
 from onboard.files import atomic, refuse_link
 from onboard.plan import Plan, RowPlan
 from onboard.records import FIELDS, Problem, excel_damaged
-from onboard.sheet import OUTPUT_COLUMNS, WORKBOOKS, Sheet, SheetRow, column_uses, excel_general, protect
+from onboard.sheet import (
+    MAYBE_FORMULA,
+    OUTPUT_COLUMNS,
+    WORKBOOKS,
+    Sheet,
+    SheetRow,
+    column_uses,
+    excel_general,
+    protect,
+)
 from onboard.workbook import write_table
 
 if TYPE_CHECKING:  # validating needs neither the HTTP client nor the journal
@@ -409,8 +418,17 @@ def write_csv(path: Path, sheet: Sheet, pairs: Pairs, keep: Callable[[RowResult]
     with atomic(path) as temporary, temporary.open("w", encoding=encoding, errors="replace", newline="") as out:
         writer = csv.writer(out, delimiter=style.delimiter if style else ",", lineterminator="\r\n")
         writer.writerow([protect(h) for h in headers])
-        writer.writerows(["" if v is None else protect(str(v)) for v in values]
-                         for _, values in _table(sheet, pairs, keep, typed=False))
+        writer.writerows(csv_line(values) for _, values in _table(sheet, pairs, keep, typed=False))
+
+
+def csv_line(values: Sequence[Any]) -> list[str]:
+    """A CSV output's line: each value as `protect` writes its text, None as blank. Nearly every cell
+    is text that cannot start a formula, let through without a call: a million rows' cells each."""
+    return [v if v.__class__ is str and (not v or v[0] not in MAYBE_FORMULA) else _csv_cell(v) for v in values]
+
+
+def _csv_cell(value: Any) -> str:
+    return "" if value is None else protect(str(value))
 
 
 # the input's rows with another command's columns
@@ -490,49 +508,93 @@ def _kind_of(reason: str) -> str:
     return re.sub(r"\b\d[\d.,e+]*\b", "…", reason)
 
 
+class _Reasons:
+    """The kinds of reason rows gave, counted as the rows pass (`frequent_reasons`)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.example: dict[str, str] = {}
+        self.wordings: dict[str, set[str]] = {}
+
+    def add(self, reason: str) -> None:
+        kind = _kind_of(reason)
+        self.counts[kind] += 1
+        self.example.setdefault(kind, reason)
+        seen = self.wordings.setdefault(kind, set())
+        if len(seen) < 1000:
+            seen.add(reason)
+
+    def most_frequent(self, most: int = 10) -> list[tuple[str, int]]:
+        shown = []
+        for kind, n in self.counts.most_common(most):
+            others = len(self.wordings[kind]) - 1
+            alike = f" (and {others} other{'s' if others > 1 else ''} like it)" if others else ""
+            shown.append((self.example[kind] + alike, n))
+        return shown
+
+
 def frequent_reasons(results: Iterable[RowResult], most: int = 10) -> list[tuple[str, int]]:
     """The most frequent kinds of reason, each shown in full as its first example gave it, and how
     many other wordings of that kind there were (`resource_type 'VVB 200L' is not one of ...` counts
     the rows with any unknown device type)."""
-    counts: Counter[str] = Counter()
-    example: dict[str, str] = {}
-    wordings: dict[str, set[str]] = {}
+    reasons = _Reasons()
     for result in results:
         for reason in result.reasons:
-            kind = _kind_of(reason)
-            counts[kind] += 1
-            example.setdefault(kind, reason)
-            seen = wordings.setdefault(kind, set())
-            if len(seen) < 1000:
-                seen.add(reason)
-    shown = []
-    for kind, n in counts.most_common(most):
-        others = len(wordings[kind]) - 1
-        alike = f" (and {others} other{'s' if others > 1 else ''} like it)" if others else ""
-        shown.append((example[kind] + alike, n))
-    return shown
+            reasons.add(reason)
+    return reasons.most_frequent(most)
 
 
-def _checks(plan: Plan, results: list[RowResult]) -> Counter[str]:
-    """Rows each cross-row check flagged: the plan's, and the run's own (rows of a site the API
-    holds with devices the sheet does not name, by their warning, which a resumed run has from the
-    journal)."""
-    checks = Counter(plan.counts)
-    if any(r.warnings for r in results):
-        from onboard.pipeline import UNNAMED_DEVICES
+Outline = tuple[str, Sequence[str], str]
+"""A row's status, reasons and warnings: all the summary reads of its result."""
 
-        checks["unnamed_devices"] = sum(1 for r in results if UNNAMED_DEVICES in r.warnings)
-    return checks
+
+def _outlines(results: Iterable[RowResult]) -> Iterator[Outline]:
+    """Each result's outline; results that can give them without making each row's result (a
+    validation's, `onboarding.Validation.outlines`) do."""
+    outlines = getattr(results, "outlines", None)
+    if outlines is not None:
+        return outlines()
+    return ((r.status, r.reasons, r.warnings) for r in results)
+
+
+def validation_outline(row_plan: RowPlan) -> Outline:
+    """`validation_result(...)`'s status, reasons and warnings, without the result."""
+    if row_plan.skipped:
+        return "skipped", (), ""
+    warnings = "; ".join([w.message for w in row_plan.warnings]) if row_plan.warnings else ""
+    if row_plan.valid:
+        return "valid", (), warnings
+    return "invalid", [p.message for p in row_plan.problems], warnings
 
 
 def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger | None,
               **extra: Any) -> dict[str, Any]:
-    statuses = Counter(r.status for r in results)
+    """The summary of a run or validation. The results are read once: a validation makes each row's
+    result anew on every pass (`onboarding.Validation`), a million of them a pass."""
+    statuses: Counter[str] = Counter()
+    reasons = _Reasons()
+    unnamed, warning = 0, None
+    for status, said, warned in _outlines(results):
+        statuses[status] += 1
+        for reason in said:
+            reasons.add(reason)
+        if warned:
+            if warning is None:  # validating needs no HTTP client: the pipeline is imported only here
+                from onboard.pipeline import UNNAMED_DEVICES as warning
+            unnamed += warning in warned
+    # rows each cross-row check flagged: the plan's, and the run's own (rows of a site the API holds
+    # with devices the sheet does not name, by their warning, which a resumed run has from the journal)
+    checks = Counter(plan.counts)
+    if warning is not None:
+        checks["unnamed_devices"] = unnamed
     entities: dict[str, dict[str, int]] = {}
     kinds = [("users", plan.users), ("locations", plan.locations), ("resources", plan.resources)]
     if ledger is not None and any(kind == "enrollment" for kind, _ in ledger.outcomes):
         kinds.append(("enrollments", [u for u in plan.users if ledger.registered("user", u)]))
     for kind, items in kinds:
+        if ledger is None:  # nothing sent: every entity is planned
+            entities[kind] = {"planned": len(items)}
+            continue
         counts: Counter[str] = Counter()
         for entity_id in items:
             outcome = ledger.get(kind[:-1], entity_id) if ledger else None
@@ -553,8 +615,8 @@ def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger
         "rows": len(results),
         "status": {s: statuses[s] for s in STATUS_ORDER if statuses[s] or s in ("failed", "invalid")},
         "entities": entities,
-        "reasons": frequent_reasons(results),
-        "checks": {name: n for name, n in sorted(_checks(plan, results).items()) if n},
+        "reasons": reasons.most_frequent(),
+        "checks": {name: n for name, n in sorted(checks.items()) if n},
         "columns": [{"header": header, "use": use} for header, use in column_uses(sheet.columns)],
         **extra,
     }

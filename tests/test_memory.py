@@ -74,7 +74,7 @@ def test_sites_known_by_the_same_ref_keep_one_key(tmp_path):
     plan = onboard.validate(write_csv(tmp_path / "s.csv", [
         [str(1000 + n), "home", f"70705750000000{n:03d}{d}", "", "", "", "", ""]
         for n, d in ((1, 7), (2, 4), (3, 1))], HEADERS)).intake.plan
-    keys = [location.site[1] for location in plan.locations.values()]
+    keys = [location.site for location in plan.locations.values()]
     assert len(keys) == 3 and all(key is keys[0] for key in keys)
     assert plan.site_name(next(iter(plan.locations))) == "site 'home' of customer '1001' (row 2)"
 

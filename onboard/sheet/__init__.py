@@ -17,7 +17,7 @@ from onboard.errors import InputError
 from onboard.mapping import Mapping
 from onboard.sheet._base import WORKBOOKS, Reader, cell_text, excel_general
 from onboard.sheet._calamine import XlsxReader
-from onboard.sheet._csv import CsvReader, CsvStyle, protect, unprotect
+from onboard.sheet._csv import MAYBE_FORMULA, CsvReader, CsvStyle, protect, unprotect
 from onboard.sheet._frame import FrameReader
 from onboard.sheet._limits import Limits
 from onboard.sheet.columns import (
@@ -32,7 +32,7 @@ from onboard.sheet.columns import (
     normalise,
 )
 
-__all__ = ["FIELDS", "OUTPUT_COLUMNS", "OWN_COLUMNS", "WORKBOOKS", "Column", "CsvReader", "CsvStyle",
+__all__ = ["FIELDS", "MAYBE_FORMULA", "OUTPUT_COLUMNS", "OWN_COLUMNS", "WORKBOOKS", "Column", "CsvReader", "CsvStyle",
            "Limits", "Reader", "Sheet", "SheetRow", "XlsxReader", "cell_text", "check_columns", "column_uses",
            "excel_general", "known_field", "match_columns", "normalise", "open_reader", "protect", "read", "unprotect"]
 
@@ -64,6 +64,8 @@ class Rows:
         self._reader = reader
         self._header = header_number
         self._kept: list[SheetRow] | None = [] if keep else None
+        self._text = isinstance(reader, CsvReader)
+        """The reader gives text only (a CSV): a row's cells are its values, one list for both."""
         self._complete = False
         self.sheet: Sheet | None = None
 
@@ -73,7 +75,7 @@ class Rows:
             return
         width = len(self.sheet.columns) if self.sheet else 0
         widest = width
-        hidden, header = self._reader.hidden_rows, self._header
+        hidden, header, text = self._reader.hidden_rows, self._header, self._text
         kept: list[SheetRow] | None = [] if self._kept is not None else None
         for number, values in self._reader.records():
             if number <= header:
@@ -90,7 +92,7 @@ class Rows:
                     widest = filled
                 if filled < width:
                     values += [""] * (width - filled)
-            cells = [v if v.__class__ is str else cell_text(v) for v in values]
+            cells = values if text else [v if v.__class__ is str else cell_text(v) for v in values]
             row = SheetRow(number, cells, values, number in hidden)
             if kept is not None:
                 kept.append(row)
@@ -102,7 +104,8 @@ class Rows:
             self.sheet.widen(widest)
             for row in kept or ():
                 row.values += [""] * (widest - len(row.values))
-                row.cells += [""] * (widest - len(row.cells))
+                if row.cells is not row.values:
+                    row.cells += [""] * (widest - len(row.cells))
         if kept is not None:
             self._kept = kept
             self._reader = None  # its parsed sheet is no longer needed: the rows are kept

@@ -41,7 +41,7 @@ def _looks_like_formula(text: str) -> bool:
     return bare.startswith(_FORMULA_START) and not _NUMBER.fullmatch(bare.replace(" ", ""))
 
 
-_MAYBE_FORMULA = frozenset("".join(_FORMULA_START) + "'")
+MAYBE_FORMULA = frozenset("".join(_FORMULA_START) + "'")
 """First characters of a text that may need a look (`_looks_like_formula`); any other is let be
 at once, which is nearly every cell of a million-row output."""
 
@@ -49,7 +49,7 @@ at once, which is nearly every cell of a million-row output."""
 def protect(text: str) -> str:
     """A text as the tool writes it to CSV: with a leading `'` where a spreadsheet would run it as a
     formula (CSV/formula injection). `unprotect(protect(t)) == t` for every text."""
-    if not text or text[0] not in _MAYBE_FORMULA:
+    if not text or text[0] not in MAYBE_FORMULA:
         return text
     return "'" + text if _looks_like_formula(text) else text
 
@@ -107,9 +107,10 @@ class CsvReader:
                                          + too_big("the tool reads", "max_rows"))
                     if len(record) > self.limit.max_columns:
                         self._refuse_width(record, line + 1)
-                    yield line + 1, [unprotect(f) if f[:1] in "='" else f for f in record]
+                    yield line + 1, [unprotect(f) if f[:1] in "='" else f for f in record] if lines.marked else record
                     line = reader.line_num
                     lines.held = 0
+                    lines.marked = False
         except csv.Error as exc:
             if "field larger than field limit" in str(exc):
                 raise InputError(
@@ -150,6 +151,9 @@ class _RecordLines:
         self.first = 0
         """The line the record being read starts on."""
         self.held = 0
+        self.marked = False
+        """Whether a line of the record holds a `=` or `'`: a field can start with one (`unprotect`)
+        only then, and nearly no line does, so nearly no record's fields are looked at one by one."""
 
     def __iter__(self) -> _RecordLines:
         return self
@@ -165,6 +169,8 @@ class _RecordLines:
         self.held += len(text)
         if self.held > most:
             self._refuse(text)
+        if not self.marked and ("=" in text or "'" in text):
+            self.marked = True
         return text
 
     def _refuse(self, text: str) -> NoReturn:
