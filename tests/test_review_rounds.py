@@ -97,50 +97,47 @@ async def test_a_run_stopped_by_a_dead_api_leaves_sent_only_the_devices_it_sent(
     assert maybe_sent <= network.sent, f"{len(maybe_sent - network.sent)} never sent, left `sent`"
 
 
-def test_a_write_ahead_that_did_not_commit_is_not_taken_for_written(tmp_path):
+@pytest.fixture
+def refusing(tmp_path):
+    """A journal whose writes SQLite refuses while another program holds the file (`hold`), as a full
+    disk would: no wait, so the refusal comes at once."""
+    source = tmp_path / "in.csv"
+    source.write_text("customer_id\n1\n")
+    path = tmp_path / "in.journal.sqlite"
+    journal = Journal.open(path, source, "http://api", {"resources": 3})
+    journal._db.execute("PRAGMA busy_timeout = 0")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield path, Ledger(journal), other
+    finally:
+        other.close()
+        journal.release()
+
+
+def test_a_write_ahead_that_did_not_commit_is_not_taken_for_written(refusing):
     """A commit refused (the journal locked by another program past the wait, a full disk): the
     devices it would have written ahead are not on disk, so their own requests must write them."""
-    source = tmp_path / "in.csv"
-    source.write_text("customer_id\n1\n")
-    path = tmp_path / "in.journal.sqlite"
-    journal = Journal.open(path, source, "http://api", {"resources": 3})
-    other = sqlite3.connect(path, isolation_level=None)
-    try:
-        journal._db.execute("PRAGMA busy_timeout = 0")
-        ledger = Ledger(journal)
-        other.execute("BEGIN IMMEDIATE")
-        with pytest.raises(ConfigError):
-            ledger.sending("resource", ["r1"], ["r2", "r3"])
-        other.execute("ROLLBACK")
-        assert journal_states(path) == {}
-        ledger.sending("resource", ["r2"])
-        assert journal_states(path).get("r2") == "sent"
-    finally:
-        other.close()
-        journal.release()
+    path, ledger, other = refusing
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(ConfigError):
+        ledger.sending("resource", ["r1"], ["r2", "r3"])
+    other.execute("ROLLBACK")
+    assert journal_states(path) == {}
+    ledger.sending("resource", ["r2"])
+    assert journal_states(path).get("r2") == "sent"
 
 
-def test_a_journal_that_cannot_be_written_says_what_to_do_and_keeps_what_it_held(tmp_path):
+def test_a_journal_that_cannot_be_written_says_what_to_do_and_keeps_what_it_held(refusing):
     """A write SQLite refuses stops the run with a message (no traceback reaches the user), and the
     outcomes the journal held for that commit are still written by the next one that succeeds."""
-    source = tmp_path / "in.csv"
-    source.write_text("customer_id\n1\n")
-    path = tmp_path / "in.journal.sqlite"
-    journal = Journal.open(path, source, "http://api", {"resources": 3})
-    other = sqlite3.connect(path, isolation_level=None)
-    try:
-        journal._db.execute("PRAGMA busy_timeout = 0")
-        ledger = Ledger(journal)
-        ledger.sending("resource", ["r1"])
-        ledger.settle("resource", "r1", Outcome("created"))  # held for the next write-ahead
-        other.execute("BEGIN IMMEDIATE")
-        with pytest.raises(ConfigError) as refused:
-            ledger.sending("resource", ["r2"])
-        assert f"the journal {path} could not be written (database is locked)" in str(refused.value)
-        assert "run the same command again to resume" in str(refused.value)
-        other.execute("ROLLBACK")
-        ledger.flush()
-        assert journal_states(path) == {"r1": "created"}
-    finally:
-        other.close()
-        journal.release()
+    path, ledger, other = refusing
+    ledger.sending("resource", ["r1"])
+    ledger.settle("resource", "r1", Outcome("created"))  # held for the next write-ahead
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(ConfigError) as refused:
+        ledger.sending("resource", ["r2"])
+    assert f"the journal {path} could not be written (database is locked)" in str(refused.value)
+    assert "run the same command again to resume" in str(refused.value)
+    other.execute("ROLLBACK")
+    ledger.flush()
+    assert journal_states(path) == {"r1": "created"}
