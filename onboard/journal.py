@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -325,7 +325,7 @@ class Journal:
                         self._db.executemany(_SENDING, sent)
         self._checkpoints.written()
 
-    def sending(self, kind: str, ids: Sequence[str], ahead: Sequence[str] = ()) -> None:
+    def sending(self, kind: str, ids: Sequence[str], ahead: Iterable[str] = ()) -> None:
         """Written before the request leaves, so an answer lost with the process is known as maybe
         sent; the outcomes settled since the last write go in the same commit. `ahead` are the
         entities likely to go next, written as sent in that commit too: their own requests then

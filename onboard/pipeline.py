@@ -61,7 +61,7 @@ class Journal(Protocol):
 
     def settled(self, kind: str, ids: Sequence[str], outcome: Outcome) -> None: ...
 
-    def sending(self, kind: str, ids: Sequence[str], ahead: Sequence[str] = ()) -> None: ...
+    def sending(self, kind: str, ids: Sequence[str], ahead: Iterable[str] = ()) -> None: ...
 
     def uncertain(self) -> set[tuple[str, str]]: ...
 
@@ -91,7 +91,7 @@ class Ledger:
         if self.journal is not None:
             self.journal.settled(kind, ids, outcome)
 
-    def sending(self, kind: str, ids: Sequence[str], ahead: Sequence[str] = ()) -> None:
+    def sending(self, kind: str, ids: Sequence[str], ahead: Iterable[str] = ()) -> None:
         if self.journal is not None:
             self.journal.sending(kind, ids, ahead)
 
@@ -525,12 +525,13 @@ class Overlap:
                     return job
         return None
 
-    def upcoming(self, stage: Stage) -> list[str]:
+    def upcoming(self, stage: Stage) -> Iterable[str]:
         """The single requests likely to go next after this one (a round: as many as may be in
-        flight), for the journal to write ahead in one commit. Batches are few: each writes its own."""
+        flight), for the journal to write ahead in one commit; read only when it commits, once a
+        round. Batches are few: each writes its own."""
         if stage.batched:
-            return []
-        return list(itertools.islice(self.ready[stage.kind], self.dispatcher.width))
+            return ()
+        return itertools.islice(self.ready[stage.kind], self.dispatcher.width)
 
     def _take(self, kind: str, partial: bool) -> Job | None:
         """A batch of ready entities: full, or the last of its kind, or (`partial`) whatever is
