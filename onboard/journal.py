@@ -333,16 +333,16 @@ class Journal:
         leaves them `sent`, and the next run looks them up (a GET each) before sending them; a run
         that stops takes back those it never sent (`release`)."""
         announced = self._announced
-        if announced and all((kind, entity_id) in announced for entity_id in ids):
-            announced.difference_update((kind, entity_id) for entity_id in ids)
+        going = {(kind, entity_id) for entity_id in ids}
+        written = bool(announced) and going <= announced
+        announced -= going
+        if written:
             return
-        announced.difference_update((kind, entity_id) for entity_id in ids)
         now = time.time()
         sent = [(self.run, kind, entity_id, now) for entity_id in ids]
         early: list[str] = []
         if ahead:
-            going = set(ids)
-            early = [entity_id for entity_id in ahead if entity_id not in going and (kind, entity_id) not in announced]
+            early = [e for e in ahead if (kind, e) not in going and (kind, e) not in announced]
             sent.extend((self.run, kind, entity_id, now) for entity_id in early)
         self._commit(self._settled, sent)
         self._settled = []  # only once on disk: a refused commit keeps them, and writes none ahead
