@@ -206,6 +206,8 @@ _SENDING = ("INSERT INTO entities (run, kind, id, state, updated) VALUES (?, ?, 
 _SETTLED = ("INSERT OR REPLACE INTO entities (run, kind, id, state, reason, warnings, updated)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)")
 _UNSENT = "DELETE FROM entities WHERE run = ? AND kind = ? AND id = ? AND state = 'sent'"
+_STOPPING_WAIT_MS = 1000
+"""How long a write waits for the file once one was refused (the run is stopping)."""
 _SETTLED_HELD = 1000
 """Outcomes kept in memory at most before they are written anyway (a discovery settles many with
 nothing sent)."""
@@ -292,10 +294,13 @@ class Journal:
     def _writing(self) -> Iterator[None]:
         """A write SQLite refuses (the disk full, another program holding the file past the 30 s
         wait) stops the run with what to do, not a traceback; nothing that was to be written is
-        taken for written."""
+        taken for written. The writes of the stop that follows wait a second at most, not 30 s
+        each: the outputs, not the journal, then say what was done."""
         try:
             yield
         except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute(f"PRAGMA busy_timeout = {_STOPPING_WAIT_MS}")
             raise ConfigError(f"the journal {self.path} could not be written ({exc}): make room on its disk, or "
                               "close the program holding it open, then run the same command again to resume") from None
 
@@ -404,8 +409,9 @@ class Journal:
         killed outright keeps them, for the next run to pick up."""
         try:
             self._checkpoints.stop()
-            self.flush()
-            self._forget_unsent()
+            with contextlib.suppress(ConfigError):  # not written: the next run looks those up
+                self.flush()
+                self._forget_unsent()
             with contextlib.suppress(sqlite3.Error):  # a reader has it open: the next run folds the WAL in
                 self._db.execute("PRAGMA busy_timeout = 2000")
                 self._db.execute("PRAGMA journal_mode = DELETE")

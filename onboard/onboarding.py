@@ -413,7 +413,10 @@ async def send(intake: Intake, where: Target, *, out: str | os.PathLike | None =
             stopped = exc
         except (KeyboardInterrupt, asyncio.CancelledError):
             stopped = Interrupted("interrupted: what is done is kept; run the same command again to resume")
-        ledger.flush()  # before the outputs are written: a run killed meanwhile has nothing to look up
+        try:
+            ledger.flush()  # before the outputs are written: a run killed meanwhile has nothing to look up
+        except OnboardError as exc:  # the journal cannot be written: the outputs still say what was done
+            stopped = stopped or exc
         if stopped is not None:
             stop_everything(plan, ledger, f"not sent: {stopped}")
         results = report.row_results(sheet, plan, ledger, enrolled=enroll)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 
 import httpx
 import pytest
@@ -141,3 +142,46 @@ def test_a_journal_that_cannot_be_written_says_what_to_do_and_keeps_what_it_held
     other.execute("ROLLBACK")
     ledger.flush()
     assert journal_states(path) == {"r1": "created"}
+
+
+class _LockedAfter(_StoppedAfter):
+    """Another program (a SQLite browser) takes the journal's write lock once `devices` devices have
+    left, and keeps it."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, devices: int, journal) -> None:
+        super().__init__(inner, devices)
+        self.journal = journal
+        self.holder: sqlite3.Connection | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if (device := _device(request)) is not None:
+            self.sent.add(device)
+            if len(self.sent) == self.devices:
+                self.holder = sqlite3.connect(self.journal, isolation_level=None)
+                self.holder.execute("BEGIN IMMEDIATE")
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_a_journal_locked_mid_run_stops_it_with_a_message_and_its_outputs(tmp_path):
+    """The run waits 30 s for the other program, then stops: its outputs say what was done, and the
+    stop does not wait another 30 s for each write it still tries."""
+    rows = [[f"c{n // 2}", "home", "", meter_point_id(n // 2), "", "", f"SN-{n}", "Charger"] for n in range(60)]
+    sheet = write_csv(tmp_path / "in.csv", rows, HEADERS)
+    state = tmp_path / "e.sqlite"
+    network = _LockedAfter(httpx.ASGITransport(app=create_app(EmulatorSettings(seed=3, state=state))), 9,
+                           tmp_path / "in.journal.sqlite")
+    started = time.monotonic()
+    try:
+        result = await onboarding.send(onboarding.read(sheet), settings.target("local"), out=tmp_path, state=state,
+                                       progress=False, concurrency=4, transport=network)
+    finally:
+        if network.holder is not None:
+            network.holder.close()
+    assert time.monotonic() - started < 40
+    assert isinstance(result.stopped, ConfigError)
+    assert "could not be written (database is locked)" in str(result.stopped)
+    assert (tmp_path / "in.results.csv").exists()
+    statuses = {r.status for r in result.rows}
+    assert "created" in statuses and "not sent" in statuses
