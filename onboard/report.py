@@ -131,15 +131,27 @@ def origins(sheet: Sheet) -> dict[int, int]:
 def validation_result(sheet: Sheet, row_plan: RowPlan) -> RowResult:
     """A row's result when nothing is sent (validate, dry run): `valid`, `invalid` or `skipped`, made
     from its plan alone, and cheaply enough to be made again on each pass over the rows."""
-    if row_plan.skipped:
+    status, reasons, warnings = validation_outline(row_plan)
+    if status == "skipped":
         return RowResult(row_plan.number, "skipped", origin=row_plan.origin)
+    error, cells = _describe(sheet, row_plan.problems) if status == "invalid" else ("", NO_CELLS)
+    return RowResult(row_plan.number, status, row_plan.user_id, row_plan.location_id, row_plan.resource_id, error,
+                     warnings, reasons, cells, row_plan.origin)
+
+
+Outline = tuple[str, Sequence[str], str]
+"""A row's status, reasons and warnings: all the summary reads of its result."""
+
+
+def validation_outline(row_plan: RowPlan) -> Outline:
+    """`validation_result`'s status, reasons and warnings, without the result: what the summary
+    reads of a million rows."""
+    if row_plan.skipped:
+        return "skipped", (), ""
     warnings = "; ".join([w.message for w in row_plan.warnings]) if row_plan.warnings else ""
     if row_plan.valid:
-        return RowResult(row_plan.number, "valid", row_plan.user_id, row_plan.location_id, row_plan.resource_id, "",
-                         warnings, (), NO_CELLS, row_plan.origin)
-    error, cells = _describe(sheet, row_plan.problems)
-    return RowResult(row_plan.number, "invalid", row_plan.user_id, row_plan.location_id, row_plan.resource_id, error,
-                     warnings, [p.message for p in row_plan.problems], cells, row_plan.origin)
+        return "valid", (), warnings
+    return "invalid", [p.message for p in row_plan.problems], warnings
 
 
 def row_results(sheet: Sheet, plan: Plan, ledger: Ledger | None, enrolled: bool = False) -> list[RowResult]:
@@ -544,10 +556,6 @@ def frequent_reasons(results: Iterable[RowResult], most: int = 10) -> list[tuple
     return reasons.most_frequent(most)
 
 
-Outline = tuple[str, Sequence[str], str]
-"""A row's status, reasons and warnings: all the summary reads of its result."""
-
-
 def _outlines(results: Iterable[RowResult]) -> Iterator[Outline]:
     """Each result's outline; results that can give them without making each row's result (a
     validation's, `onboarding.Validation.outlines`) do."""
@@ -555,16 +563,6 @@ def _outlines(results: Iterable[RowResult]) -> Iterator[Outline]:
     if outlines is not None:
         return outlines()
     return ((r.status, r.reasons, r.warnings) for r in results)
-
-
-def validation_outline(row_plan: RowPlan) -> Outline:
-    """`validation_result(...)`'s status, reasons and warnings, without the result."""
-    if row_plan.skipped:
-        return "skipped", (), ""
-    warnings = "; ".join([w.message for w in row_plan.warnings]) if row_plan.warnings else ""
-    if row_plan.valid:
-        return "valid", (), warnings
-    return "invalid", [p.message for p in row_plan.problems], warnings
 
 
 def summarise(sheet: Sheet, plan: Plan, results: list[RowResult], ledger: Ledger | None,
